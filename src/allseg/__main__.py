@@ -1,0 +1,5 @@
+"""Allow ``python -m allseg``."""
+
+from allseg.cli import main
+
+main()

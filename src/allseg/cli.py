@@ -1,0 +1,174 @@
+"""The ``allseg`` command line: a thin layer over the Python API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from allseg import DISCLAIMER, __version__
+
+app = typer.Typer(
+    help=f"allseg {__version__}: find leukocytes in blood smear images, segment them and flag "
+    f"lymphoblasts.\n\n{DISCLAIMER}",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+err = Console(stderr=True)
+out = Console()
+
+
+def _parse_scale(value: str | None) -> float | tuple[float, float] | None:
+    """Parse ``0.1`` or a range ``0.05:0.2``."""
+    if value is None:
+        return None
+    try:
+        if ":" in value:
+            lo, hi = (float(v) for v in value.split(":", 1))
+            if not 0 < lo <= hi:
+                raise ValueError
+            return lo, hi
+        scale = float(value)
+        if scale <= 0:
+            raise ValueError
+        return scale
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected a positive number or a range LO:HI, got {value!r}") from None
+
+
+@app.command()
+def synth(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the dataset into.")],
+    layout: Annotated[str, typer.Option(help="allidb1 (full fields + .xyc), allidb2 "
+                                        "(257x257 single-cell crops) or masks.")] = "allidb1",
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of images.")] = 10,
+    seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 0,
+    um_per_px: Annotated[str | None, typer.Option(
+        "--um-per-px", help="Pixel size in µm, or a range LO:HI sampled per image. Smaller "
+        "values mean higher magnification (0.05 gives ~300 px leukocytes, 0.2 ~60 px).")] = None,
+    magnification: Annotated[float | None, typer.Option(
+        help="Alternative to --um-per-px: scale relative to the default (2 = cells twice as "
+        "large in pixels).", min=0.1, max=20)] = None,
+) -> None:
+    """Generate a synthetic smear dataset with exact ground truth."""
+    from allseg.synth import LAYOUTS, default_um_per_px, write_dataset
+
+    if layout not in LAYOUTS:
+        raise typer.BadParameter(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    scale = _parse_scale(um_per_px)
+    if magnification is not None:
+        if scale is not None:
+            raise typer.BadParameter("give --um-per-px or --magnification, not both")
+        lo, hi = default_um_per_px(layout)
+        scale = (lo / magnification, hi / magnification)
+    paths = write_dataset(layout, out_dir, n=n, seed=seed, um_per_px=scale, progress=True)
+    out.print(f"wrote {len(paths)} {layout} images to {out_dir}")
+
+
+@app.command()
+def train(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="TOML recipe (see configs/default.toml).")] = None,
+    data: Annotated[list[str] | None, typer.Option(
+        "--data", help="Add a dataset folder (any reader format; repeatable).")] = None,
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Run folder (overrides out).")] = None,
+    stage: Annotated[str | None, typer.Option(help="segmenter, classifier or both.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs for every trained stage.")] = None,
+    folds: Annotated[int | None, typer.Option(help="k for k-fold split by image.")] = None,
+    fold: Annotated[int | None, typer.Option(help="Which fold is validation.")] = None,
+    devices: Annotated[str | None, typer.Option(
+        help="Accelerator devices (auto, 1, 2...).")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue from the run folder's last checkpoint.")] = False,
+    base_model: Annotated[Path | None, typer.Option(
+        help="Model folder whose other stage is kept when training one stage.")] = None,
+    override: Annotated[list[str] | None, typer.Option(
+        "--set",
+        help="Override any recipe key, e.g. --set segmenter.lr=0.001 (repeatable).")] = None,
+) -> None:
+    """Train the segmenter and/or the blast classifier; writes RUN/model."""
+    from allseg.training.config import load_config
+    from allseg.training.run import train as run_training
+
+    overrides = list(override or [])
+    for key, value in (("out", out_dir), ("stage", stage), ("folds", folds), ("fold", fold),
+                       ("devices", devices)):
+        if value is not None:
+            overrides.append(f"{key}={_toml_literal(value)}")
+    if epochs is not None:
+        overrides += [f"segmenter.epochs={epochs}", f"classifier.epochs={epochs}"]
+    cfg = _or_exit(load_config, config, overrides)
+    if data:
+        from allseg.training.config import DataSource
+
+        cfg.data = [*cfg.data, *(DataSource(path=d) for d in data)]
+    if not cfg.data:
+        raise typer.BadParameter("no training data: give --data FOLDER or a --config with [[data]]")
+    model_dir = _or_exit(run_training, cfg, resume=resume, base_model=base_model)
+    out.print(f"model written to [bold]{model_dir}[/bold]")
+
+
+@app.command()
+def predict(
+    inputs: Annotated[list[Path], typer.Argument(help="Image files and/or folders of images.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("allseg_out"),
+    model: Annotated[str, typer.Option(help="'default' (bundled) or a model folder.")] = "default",
+    um_per_px: Annotated[float | None, typer.Option(
+        "--um-per-px", help="Pixel size in µm (skips automatic scale estimation).",
+        min=1e-4)] = None,
+    cell_diameter: Annotated[float | None, typer.Option(
+        help="Typical leukocyte diameter in pixels (alternative to --um-per-px).", min=1)] = None,
+    tta: Annotated[bool, typer.Option(help="Average over flips (slower, steadier).")] = False,
+    skip_existing: Annotated[bool, typer.Option(
+        help="Skip images whose outputs are already complete.")] = False,
+) -> None:
+    """Segment leukocytes and flag blasts; writes the outputs of DESIGN.md per image."""
+    from allseg.inference.batch import predict_files
+    from allseg.inference.predictor import Predictor
+
+    predictor = _or_exit(Predictor, model, tta=tta)
+    writer = _or_exit(predict_files, predictor, inputs, out_dir, um_per_px=um_per_px,
+                      cell_diameter_px=cell_diameter, skip_existing=skip_existing)
+    out.print(f"{len(writer.results)} image(s) done, {len(writer.failures)} failed; "
+              f"outputs in [bold]{out_dir}[/bold]")
+    if writer.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    out_dir: Annotated[Path, typer.Option("--out", help="Demo folder.")] = Path("demo_out"),
+) -> None:
+    """Generate sample smears, run the bundled model on them and print what it found."""
+    from allseg.demo import run_demo
+
+    _or_exit(run_demo, out_dir, out)
+
+
+def _toml_literal(value: object) -> str:
+    return str(value) if isinstance(value, int) else f'"{value}"'
+
+
+def _or_exit(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary
+    """Run ``fn``; print allseg's own errors as one clear line and exit 2."""
+    from allseg.errors import AllsegError
+
+    try:
+        return fn(*args, **kwargs)
+    except AllsegError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def version() -> None:
+    """Print the allseg version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    app()

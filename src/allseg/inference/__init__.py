@@ -1,0 +1,1 @@
+"""Inference helpers: scale estimation and tiled prediction over large images."""

@@ -1,0 +1,135 @@
+"""Read any supported image file into an RGB ``uint8`` array, or fail clearly.
+
+Every way an image can go wrong (missing, truncated, a decompression bomb, an odd
+pixel mode) ends in an :class:`~allseg.errors.ImageReadError` naming the file.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from allseg.errors import ImageReadError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+#: Refuse images with more pixels than this (a 10000x10000 scan is 1e8).
+MAX_PIXELS = 250_000_000
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale 16-bit or float data to 0..255 by the type's range."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == np.uint16:
+        return (arr >> 8).astype(np.uint8)
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    arr = arr.astype(np.float64)
+    hi = 1.0 if arr.max(initial=0) <= 1.0 else (65535.0 if arr.max() > 255 else 255.0)
+    return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        grey = _to_uint8(np.asarray(img))
+        return np.repeat(grey[..., None], 3, axis=2)
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite on white: transparent areas of a smear crop are empty slide.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, rgba)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Return the image at ``path`` as an ``(H, W, 3)`` RGB ``uint8`` array.
+
+    EXIF orientation is applied; grey, palette, RGBA and 16-bit images are converted;
+    multi-page TIFFs give their first page with a warning.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "no such file")
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageReadError(
+                    path, f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} "
+                    "(a possible decompression bomb); raise max_pixels if the image is genuine")
+            if w < 1 or h < 1:
+                raise ImageReadError(path, f"empty image ({w}x{h})")
+            if getattr(img, "n_frames", 1) > 1:
+                warnings.warn(f"{path}: {img.n_frames} pages; using the first", stacklevel=2)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _pil_to_rgb(img)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"refused as a decompression bomb: {exc}") from exc
+    except UnidentifiedImageError:
+        return _read_with_tifffile(path) if path.suffix.lower() in (".tif", ".tiff") else \
+            _raise_unreadable(path, "not an image file Pillow can identify")
+    except (OSError, ValueError, SyntaxError) as exc:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return _read_with_tifffile(path)
+        raise ImageReadError(path, f"unreadable or truncated image ({exc})") from exc
+
+
+def _raise_unreadable(path: Path, problem: str) -> np.ndarray:
+    raise ImageReadError(path, problem)
+
+
+def _read_with_tifffile(path: Path) -> np.ndarray:
+    """Fallback for TIFF variants Pillow cannot decode (e.g. 16-bit RGB)."""
+    import tifffile
+
+    try:
+        arr = tifffile.imread(path, key=0)
+    except Exception as exc:  # tifffile raises many types for corrupt files
+        raise ImageReadError(path, f"unreadable TIFF ({exc})") from exc
+    arr = _to_uint8(np.asarray(arr))
+    if arr.ndim == 2:
+        arr = np.repeat(arr[..., None], 3, axis=2)
+    if arr.ndim != 3 or arr.shape[2] not in (3, 4):
+        raise ImageReadError(path, f"unsupported TIFF layout with shape {arr.shape}")
+    return np.ascontiguousarray(arr[..., :3])
+
+
+def read_mask(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Return a single-channel label image (8- or 16-bit values kept as they are)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(path, "no such file")
+    try:
+        with Image.open(path) as img:
+            if img.size[0] * img.size[1] > max_pixels:
+                raise ImageReadError(path, "mask exceeds the pixel limit")
+            img.load()
+            if img.mode in ("RGB", "RGBA", "P", "LA"):
+                arr = np.asarray(img.convert("L"))
+            else:
+                arr = np.asarray(img)
+    except ImageReadError:
+        raise
+    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as exc:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            import tifffile
+
+            try:
+                arr = tifffile.imread(path, key=0)
+            except Exception as exc2:
+                raise ImageReadError(path, f"unreadable mask ({exc2})") from exc2
+            if arr.ndim == 3:
+                arr = arr[..., 0]
+        else:
+            raise ImageReadError(path, f"unreadable mask ({exc})") from exc
+    return np.ascontiguousarray(arr)

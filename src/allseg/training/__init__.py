@@ -1,0 +1,1 @@
+"""Training both stages with PyTorch Lightning."""

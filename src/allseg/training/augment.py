@@ -1,0 +1,52 @@
+"""Augmentations: geometry, scale, stain colour and acquisition nuisance.
+
+Stain and scale variation are not optional: users run allseg on stains and
+magnifications it has never seen.
+"""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+
+
+def _colour_and_noise() -> list[A.BasicTransform]:
+    return [
+        A.OneOf([
+            A.HEStain(method="random_preset", intensity_scale_range=(0.8, 1.2),
+                      intensity_shift_range=(-0.1, 0.1), p=1.0),
+            A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=15,
+                                 p=1.0),
+            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.25, hue=0.04, p=1.0),
+        ], p=0.8),
+        A.RandomBrightnessContrast(p=0.3),
+        A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.Defocus(radius=(1, 3), p=1.0)],
+                p=0.2),
+        A.GaussNoise(std_range=(0.01, 0.05), p=0.25),
+        A.ImageCompression(quality_range=(50, 95), p=0.25),
+    ]
+
+
+def segmentation_augment(patch_size: int, seed: int) -> A.Compose:
+    """Augment an image with its class and centre masks (masks move with the image)."""
+    return A.Compose([
+        A.Affine(scale=(0.8, 1.25), rotate=(-180, 180), border_mode=cv2.BORDER_REFLECT_101,
+                 p=0.7),
+        A.PadIfNeeded(patch_size, patch_size, border_mode=cv2.BORDER_REFLECT_101),
+        A.RandomCrop(patch_size, patch_size),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        A.RandomRotate90(p=0.5),
+        *_colour_and_noise(),
+    ], seed=seed)
+
+
+def classification_augment(seed: int) -> A.Compose:
+    """Augment a cell crop; mild scale only, since cell size is a blast cue."""
+    return A.Compose([
+        A.Affine(scale=(0.9, 1.1), rotate=(-180, 180), translate_percent=(-0.05, 0.05),
+                 border_mode=cv2.BORDER_REFLECT_101, p=0.8),
+        A.HorizontalFlip(p=0.5),
+        A.VerticalFlip(p=0.5),
+        *_colour_and_noise(),
+    ], seed=seed)

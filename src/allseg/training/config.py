@@ -1,0 +1,154 @@
+"""The training recipe: a TOML file validated by pydantic, with CLI overrides.
+
+A recipe lists data sources (dataset folders in any reader format, or synthetic data
+generated on the fly) and the settings of each stage. ``configs/default.toml`` is the
+recipe of the bundled model.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from allseg.errors import InputError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SynthSource(_Strict):
+    """Synthetic data written by ``allseg synth`` into the run folder before training."""
+
+    layout: Literal["allidb1", "allidb2", "masks"] = "allidb1"
+    n: int = Field(10, ge=1, le=100_000)
+    seed: int = 0
+    um_per_px: float | tuple[float, float] | None = None
+
+
+class DataSource(_Strict):
+    """One dataset: a folder (``path``) or synthetic data (``synth``)."""
+
+    path: str | None = None
+    format: str = "auto"
+    split: str | None = None
+    synth: SynthSource | None = None
+    #: Pixel size of the dataset when known; otherwise estimated per image from red cells.
+    um_per_px: float | None = Field(None, gt=0)
+    #: How many times each image counts per epoch (oversampling small datasets).
+    repeat: int = Field(1, ge=1, le=1000)
+    #: Image file stems never used for training (e.g. a held-out test set).
+    exclude: list[str] = []
+    #: Use this source's cell labels for the classifier (only datasets with real blast labels).
+    cell_labels: bool = True
+    #: Train the segmenter on this source's masks.
+    masks: bool = True
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DataSource:
+        if (self.path is None) == (self.synth is None):
+            raise ValueError("each [[data]] entry needs exactly one of 'path' or 'synth'")
+        return self
+
+
+class StageConfig(_Strict):
+    arch: str
+    kwargs: dict[str, Any] = {}
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    steps_per_epoch: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1)
+
+
+class SegmenterConfig(StageConfig):
+    arch: str = "unet_small"
+    kwargs: dict[str, Any] = {"base_channels": 16}
+
+
+class ClassifierConfig(StageConfig):
+    arch: str = "cnn_classifier"
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+
+
+class TrainConfig(_Strict):
+    stage: Literal["segmenter", "classifier", "both"] = "both"
+    data: list[DataSource] = []
+    out: str = "runs/model"
+    seed: int = 0
+    #: Pixel size every image is resampled to before the segmenter sees it.
+    canonical_um_per_px: float = Field(0.3, gt=0)
+    #: Segmenter training patch side in canonical pixels.
+    patch_size: int = Field(256, ge=32)
+    #: Classifier crop: side in pixels and the physical field of view it shows.
+    crop_size: int = Field(96, ge=32)
+    crop_um: float = Field(24.0, gt=0)
+    val_fraction: float = Field(0.15, ge=0, lt=1)
+    folds: int = Field(0, ge=0)
+    fold: int = Field(0, ge=0)
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    precision: str = "auto"
+    num_workers: int = Field(0, ge=0)
+    segmenter: SegmenterConfig = SegmenterConfig()
+    classifier: ClassifierConfig = ClassifierConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.folds and self.fold >= self.folds:
+            raise ValueError(f"fold {self.fold} out of range for {self.folds} folds")
+        return self
+
+    def stages(self) -> list[str]:
+        return ["segmenter", "classifier"] if self.stage == "both" else [self.stage]
+
+
+def _parse_value(text: str) -> Any:
+    """Parse an override value as TOML (numbers, booleans, arrays) or fall back to a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.sub=value`` overrides to a raw config dict.
+
+    >>> apply_overrides({"segmenter": {"epochs": 5}}, ["segmenter.epochs=2", "out=x"])
+    {'segmenter': {'epochs': 2}, 'out': 'x'}
+    """
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r} is not of the form key=value")
+        node = raw
+        *parents, leaf = key.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part!r} is not a table")
+        node[leaf] = _parse_value(value.strip())
+    return raw
+
+
+def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
+    """Read a TOML recipe (or start from defaults), apply overrides and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise InputError(path, "config file not found") from exc
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(path, f"not valid TOML: {exc}") from exc
+    try:
+        raw = apply_overrides(raw, list(overrides))
+        return TrainConfig.model_validate(raw)
+    except (ValidationError, ValueError) as exc:
+        raise InputError(path or "<overrides>", f"invalid training config: {exc}") from exc

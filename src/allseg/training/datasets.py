@@ -1,0 +1,82 @@
+"""Torch datasets over in-memory samples (patches for stage 1, crops for stage 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from allseg.training.augment import classification_augment, segmentation_augment
+from allseg.training.samples import IGNORE, CellSample, SegSample
+
+
+def _to_chw(image: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
+
+
+class SegPatchDataset(Dataset):
+    """Random augmented patches; most are centred near a leukocyte so cells are not rare."""
+
+    def __init__(self, samples: list[SegSample], patch_size: int, length: int, seed: int) -> None:
+        self.samples = samples
+        self.patch_size = patch_size
+        self.length = length
+        self.augment = segmentation_augment(patch_size, seed)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _window(self, sample: SegSample, rng: np.random.Generator) -> tuple[slice, slice]:
+        """A window of twice the patch size (room for rotation), around a cell if possible."""
+        h, w = sample.classes.shape
+        half = self.patch_size
+        fg = np.flatnonzero((sample.classes > 0) & (sample.classes != IGNORE))
+        if len(fg) and rng.random() < 0.8:
+            cy, cx = divmod(int(fg[rng.integers(len(fg))]), w)
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        y0, x0 = max(0, min(cy - half, h - 2 * half)), max(0, min(cx - half, w - 2 * half))
+        return slice(y0, y0 + 2 * half), slice(x0, x0 + 2 * half)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        # Drawn from torch's generator, which Lightning seeds: reproducible, new every epoch.
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        sample = self.samples[int(rng.integers(len(self.samples)))]
+        ys, xs = self._window(sample, rng)
+        out = self.augment(image=sample.image[ys, xs],
+                           masks=[sample.classes[ys, xs], sample.centre[ys, xs]])
+        classes, centre = out["masks"]
+        return {"image": _to_chw(out["image"]),
+                "classes": torch.from_numpy(np.ascontiguousarray(classes)).long(),
+                "centre": torch.from_numpy(np.ascontiguousarray(centre)).float()}
+
+
+class SegImageDataset(Dataset):
+    """Whole canonical images, unaugmented, for validation."""
+
+    def __init__(self, samples: list[SegSample]) -> None:
+        self.samples = samples
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        s = self.samples[index]
+        return {"image": _to_chw(s.image), "classes": torch.from_numpy(s.classes).long(),
+                "centre": torch.from_numpy(s.centre).float()}
+
+
+class CellCropDataset(Dataset):
+    """Cell crops with blast labels; augmented for training only."""
+
+    def __init__(self, samples: list[CellSample], augment: bool, seed: int = 0) -> None:
+        self.samples = samples
+        self.augment = classification_augment(seed) if augment else None
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        s = self.samples[index]
+        crop = self.augment(image=s.crop)["image"] if self.augment else s.crop
+        return {"image": _to_chw(crop), "label": torch.tensor(float(s.label))}

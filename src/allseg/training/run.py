@@ -1,0 +1,211 @@
+"""``allseg train``: prepare data, fit each stage, write the model folder."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from rich.progress import track
+from torch.utils.data import DataLoader
+
+from allseg import __version__
+from allseg.data.readers import open_dataset
+from allseg.errors import AllsegError
+from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
+from allseg.training.config import DataSource, TrainConfig
+from allseg.training.datasets import CellCropDataset, SegImageDataset, SegPatchDataset
+from allseg.training.modules import ClassifierModule, SegmenterModule
+from allseg.training.samples import (
+    cell_samples,
+    record_scale,
+    seg_sample,
+    source_key,
+    split_names,
+)
+
+#: Default decision thresholds written into every model folder.
+DEFAULT_THRESHOLDS = {"blast_probability": 0.5, "centre": 0.5, "min_cell_area_um2": 15.0}
+
+
+@dataclass
+class StageData:
+    """Training and validation samples of one stage, split by image."""
+
+    train: list = field(default_factory=list)
+    val: list = field(default_factory=list)
+
+
+def source_folder(source: DataSource, run_dir: Path) -> Path:
+    """The folder of a data source; synthetic sources are generated once into the run."""
+    if source.path is not None:
+        return Path(source.path)
+    from allseg.synth import write_dataset
+
+    s = source.synth
+    folder = run_dir / "data" / f"synth_{s.layout}_n{s.n}_seed{s.seed}"
+    done = folder / ".complete"
+    if not done.exists():
+        write_dataset(s.layout, folder, n=s.n, seed=s.seed, um_per_px=s.um_per_px, progress=True)
+        done.touch()
+    return folder
+
+
+def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
+    """Read every source once, resample to canonical scale and split by image."""
+    per_stage: dict[str, list[tuple[str, object, int]]] = {"segmenter": [], "classifier": []}
+    for source in cfg.data:
+        folder = source_folder(source, run_dir)
+        dataset = open_dataset(folder, format=source.format, split=source.split)
+        excluded = set(source.exclude)
+        for record in track(dataset.iter_records(), total=len(dataset),
+                            description=f"reading {folder.name}"):
+            if record.name in excluded:
+                continue
+            key = source_key(folder, record.name)
+            scale = record_scale(record, source.um_per_px)
+            if source.masks and "segmenter" in cfg.stages():
+                sample = seg_sample(record, scale, cfg.canonical_um_per_px)
+                if sample is not None:
+                    per_stage["segmenter"].append((key, sample, source.repeat))
+            if source.cell_labels and "classifier" in cfg.stages():
+                for crop in cell_samples(record, scale, cfg.crop_size, cfg.crop_um):
+                    per_stage["classifier"].append((key, crop, source.repeat))
+    out: dict[str, StageData] = {}
+    for stage, items in per_stage.items():
+        train_names, _ = split_names([k for k, _, _ in items], cfg.val_fraction, cfg.seed,
+                                     cfg.folds, cfg.fold)
+        data = StageData()
+        for key, sample, repeat in items:
+            if key in train_names:
+                data.train.extend([sample] * repeat)
+            else:
+                data.val.append(sample)
+        out[stage] = data
+    return out
+
+
+def _loaders(stage: str, cfg: TrainConfig, data: StageData) -> tuple[DataLoader, DataLoader | None]:
+    st = getattr(cfg, stage)
+    workers = cfg.num_workers
+    if stage == "segmenter":
+        train_ds = SegPatchDataset(data.train, cfg.patch_size, st.steps_per_epoch * st.batch_size,
+                                   cfg.seed)
+        val_ds = SegImageDataset(data.val) if data.val else None
+        val_bs = 1
+    else:
+        train_ds = CellCropDataset(data.train, augment=True, seed=cfg.seed)
+        val_ds = CellCropDataset(data.val, augment=False) if data.val else None
+        val_bs = st.batch_size
+    train = DataLoader(train_ds, batch_size=st.batch_size, shuffle=stage == "classifier",
+                       num_workers=workers, drop_last=len(train_ds) > st.batch_size,
+                       persistent_workers=workers > 0)
+    val = DataLoader(val_ds, batch_size=val_bs, num_workers=workers) if val_ds else None
+    return train, val
+
+
+class KeepBestWeights(L.Callback):
+    """Hold the best model weights in memory, so none are read back from a pickled checkpoint."""
+
+    def __init__(self, monitor: str) -> None:
+        self.monitor = monitor
+        self.best: float | None = None
+        self.state: dict[str, torch.Tensor] | None = None
+        self.metrics: dict[str, float] = {}
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        score = metrics.get(self.monitor)
+        if score is None:
+            return
+        better = self.best is None or (score < self.best if self.monitor.endswith("loss")
+                                       else score > self.best)
+        if better:
+            self.best = score
+            self.metrics = metrics
+            self.state = copy.deepcopy({k: v.detach().cpu()
+                                        for k, v in pl_module.model.state_dict().items()})
+
+
+def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
+              resume: bool) -> tuple[torch.nn.Module, dict]:
+    """Train one stage; return the best model and a summary of how it was trained."""
+    if not data.train:
+        raise AllsegError(f"no training samples for the {stage}: check that the data sources "
+                          "have " + ("masks or boxes" if stage == "segmenter" else "cell labels"))
+    st = getattr(cfg, stage)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    model = build_model(st.arch, **st.kwargs)
+    module = (SegmenterModule if stage == "segmenter" else ClassifierModule)(model, st)
+    train_loader, val_loader = _loaders(stage, cfg, data)
+    monitor = "val_score" if val_loader is not None else "train_loss"
+    mode = "min" if monitor.endswith("loss") else "max"
+    ckpt_dir = run_dir / "checkpoints" / stage
+    keep = KeepBestWeights(monitor)
+    callbacks = [ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode,
+                                 save_last=True),
+                 EarlyStopping(monitor=monitor, mode=mode, patience=st.patience), keep,
+                 RichProgressBar()]
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "16-mixed" if torch.cuda.is_available() else "32-true"
+    trainer = L.Trainer(max_epochs=st.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                        precision=precision, callbacks=callbacks,
+                        logger=CSVLogger(run_dir / "logs", name=stage),
+                        limit_train_batches=st.steps_per_epoch, log_every_n_steps=5,
+                        num_sanity_val_steps=0, enable_model_summary=False)
+    last = ckpt_dir / "last.ckpt"
+    started = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader,
+                ckpt_path=str(last) if resume and last.exists() else None)
+    if keep.state is not None:
+        model.load_state_dict(keep.state)
+    model.eval()
+    summary = {"arch": st.arch, "epochs_run": trainer.current_epoch,
+               "seconds": round(time.perf_counter() - started, 1),
+               "n_train": len(data.train), "n_val": len(data.val),
+               "best": {k: round(v, 4) for k, v in keep.metrics.items()}}
+    return model, summary
+
+
+def _describe_sources(cfg: TrainConfig) -> list[dict]:
+    return [s.model_dump(exclude_defaults=True) for s in cfg.data]
+
+
+def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None = None) -> Path:
+    """Train the configured stages and write ``<out>/model`` (config.json + safetensors)."""
+    run_dir = Path(cfg.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = run_dir / "model"
+    models: dict[str, torch.nn.Module] = {}
+    meta: dict = {"allseg_version": __version__, "canonical_um_per_px": cfg.canonical_um_per_px,
+                  "crop_size": cfg.crop_size, "crop_um": cfg.crop_um,
+                  "classes": {"segmenter": list(SEG_CLASSES), "classifier": ["other", "blast"]},
+                  "thresholds": dict(DEFAULT_THRESHOLDS), "training": {}}
+    if base_model is not None:
+        models, base_meta = load_model_folder(base_model)
+        meta.update({k: v for k, v in base_meta.items() if k != "training"})
+        meta["training"].update(base_meta.get("training", {}))
+    if resume and (model_dir / "config.json").exists():
+        done_models, done_meta = load_model_folder(model_dir)
+        for stage in done_meta.get("training", {}):
+            if stage in done_models and stage in cfg.stages():
+                models[stage] = done_models[stage]
+                meta["training"][stage] = done_meta["training"][stage]
+    todo = [s for s in cfg.stages() if s not in meta["training"] or not resume]
+    if todo:
+        data = collect_samples(cfg.model_copy(update={"stage": "both"}) if len(todo) == 2
+                               else cfg.model_copy(update={"stage": todo[0]}), run_dir)
+        for stage in todo:
+            model, summary = fit_stage(stage, cfg, data[stage], run_dir, resume)
+            models[stage] = model
+            meta["training"][stage] = {**summary, "data": _describe_sources(cfg)}
+            save_model_folder(model_dir, models, meta)
+    return model_dir

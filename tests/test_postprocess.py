@@ -1,0 +1,159 @@
+"""Post-processing: instances from maps, per-cell features, classifier crops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from allseg.data.record import CYTOPLASM, NUCLEUS
+from allseg.postprocess import cell_crops, cell_features, instances_from_maps
+
+
+def make_maps(shape: tuple[int, int], cells: list[tuple[int, int, int, int]]
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities and centre map for discs ``(cy, cx, radius, nucleus_radius)``."""
+    prob = np.zeros((3, *shape), np.float32)
+    prob[0] = 0.9
+    prob[1] = 0.1
+    centre = np.zeros(shape, np.float32)
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    for cy, cx, r, rn in cells:
+        rr, cc = disk((cy, cx), r, shape=shape)
+        prob[:, rr, cc] = np.array([0.05, 0.9, 0.05], np.float32)[:, None]
+        if rn:
+            rr_n, cc_n = disk((cy, cx), rn, shape=shape)
+            prob[:, rr_n, cc_n] = np.array([0.05, 0.05, 0.9], np.float32)[:, None]
+        closeness = np.clip(1 - np.hypot(yy - cy, xx - cx) / r, 0, 1)
+        centre = np.maximum(centre, closeness.astype(np.float32))
+    return prob, centre
+
+
+def test_touching_cells_are_split() -> None:
+    prob, centre = make_maps((100, 160), [(50, 50, 30, 15), (50, 105, 30, 15)])
+    fg = prob[0] < 0.5
+    assert np.unique(fg[50, 40:120]).tolist() == [True]  # really touching
+    parts, inst = instances_from_maps(prob, centre, min_area_px=50)
+    assert inst.max() == 2
+    assert inst[50, 50] != inst[50, 105]
+    assert inst.dtype == np.int32 and parts.dtype == np.uint8
+    assert set(np.unique(parts).tolist()) == {0, CYTOPLASM, NUCLEUS}
+    assert ((parts > 0) == (inst > 0)).all()
+
+
+def test_cell_without_nucleus_and_small_blobs_are_dropped() -> None:
+    prob, centre = make_maps((120, 200), [(60, 40, 25, 12), (60, 110, 25, 0), (60, 170, 4, 2)])
+    parts, inst = instances_from_maps(prob, centre, min_area_px=100)
+    assert inst.max() == 1
+    assert inst[60, 40] == 1 and inst[60, 110] == 0 and inst[60, 170] == 0
+    assert (parts[inst == 0] == 0).all()
+
+
+def test_ids_follow_centroid_order_and_are_deterministic() -> None:
+    spec = [(80, 30, 12, 6), (20, 90, 12, 6), (20, 30, 12, 6), (80, 90, 12, 6)]
+    prob, centre = make_maps((110, 120), spec)
+    _, inst = instances_from_maps(prob, centre, min_area_px=20)
+    assert [inst[20, 30], inst[20, 90], inst[80, 30], inst[80, 90]] == [1, 2, 3, 4]
+    prob2, centre2 = make_maps((110, 120), spec[::-1])
+    assert (instances_from_maps(prob2, centre2, min_area_px=20)[1] == inst).all()
+
+
+def test_empty_maps_give_no_instances() -> None:
+    prob, centre = make_maps((40, 50), [])
+    parts, inst = instances_from_maps(prob, centre, min_area_px=10)
+    assert inst.max() == 0 and parts.max() == 0
+
+
+def test_bad_shapes_are_refused() -> None:
+    with pytest.raises(ValueError, match="class_prob"):
+        instances_from_maps(np.zeros((2, 5, 5), np.float32), np.zeros((5, 5), np.float32), 1)
+
+
+def drawn_cell(spots: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 120x120 image with one stained cell (radius 30, nucleus radius 22) and
+    optional light nucleoli (radius 3) at ``spots``."""
+    shape = (120, 120)
+    image = np.full((*shape, 3), 225, np.uint8)
+    parts = np.zeros(shape, np.uint8)
+    inst = np.zeros(shape, np.int32)
+    rr, cc = disk((60, 60), 30)
+    parts[rr, cc], inst[rr, cc], image[rr, cc] = CYTOPLASM, 1, (200, 170, 210)
+    rr, cc = disk((60, 60), 22)
+    parts[rr, cc], image[rr, cc] = NUCLEUS, (90, 50, 120)
+    for y, x in spots:
+        rr, cc = disk((y, x), 3)
+        image[rr, cc] = (150, 140, 195)
+    noise = np.random.default_rng(0).normal(0, 3, image.shape)
+    return np.clip(image + noise, 0, 255).astype(np.uint8), parts, inst
+
+
+def test_features_of_a_drawn_cell() -> None:
+    image, parts, inst = drawn_cell([])
+    (cell,) = cell_features(image, parts, inst, um_per_px=0.25)
+    area, nucleus_area = int((inst == 1).sum()), int((parts == NUCLEUS).sum())
+    assert cell["id"] == 1
+    assert cell["area_px"] == area and cell["nucleus_area_px"] == nucleus_area
+    assert cell["centroid"] == pytest.approx([60.0, 60.0])
+    assert cell["bbox"] == [31, 31, 90, 90]
+    assert cell["area_um2"] == pytest.approx(area * 0.0625)
+    assert cell["nc_ratio"] == pytest.approx(nucleus_area / area)
+    assert cell["circularity"] == pytest.approx(1.0, abs=0.05)
+    assert cell["diameter_um"] == pytest.approx(2 * math.sqrt(area / math.pi) * 0.25)
+    assert 0 < cell["chromatin_texture"] < 0.1
+    assert cell["nucleolus_count"] == 0
+    contour = np.array(cell["contour"])
+    assert contour.shape[1] == 2 and len(contour) >= 8
+    assert contour.min() >= 30 and contour.max() <= 90
+
+
+def test_nucleoli_are_counted_with_and_without_scale() -> None:
+    image, parts, inst = drawn_cell([(52, 52), (66, 66)])
+    assert cell_features(image, parts, inst, um_per_px=0.25)[0]["nucleolus_count"] == 2
+    unscaled = cell_features(image, parts, inst, um_per_px=None)[0]
+    assert unscaled["nucleolus_count"] == 2
+    assert unscaled["area_um2"] is None and unscaled["diameter_um"] is None
+
+
+def test_features_follow_ascending_ids() -> None:
+    prob, centre = make_maps((100, 160), [(50, 50, 30, 15), (50, 105, 30, 15)])
+    parts, inst = instances_from_maps(prob, centre, min_area_px=50)
+    image = np.full((100, 160, 3), 200, np.uint8)
+    cells = cell_features(image, parts, inst, None)
+    assert [c["id"] for c in cells] == [1, 2]
+    assert sum(c["area_px"] for c in cells) == int((inst > 0).sum())
+
+
+def test_crops_have_fixed_size_and_centre_the_cell() -> None:
+    image = np.zeros((300, 400, 3), np.uint8)
+    centres, diameters = [(100, 120), (300, 150)], [40, 120]
+    for (x, y), d in zip(centres, diameters, strict=True):
+        rr, cc = disk((y, x), d / 2)
+        image[rr, cc] = 255
+    crops = cell_crops(image, np.array(centres, float), np.array(diameters, float), 64)
+    assert crops.shape == (2, 64, 64, 3) and crops.dtype == np.uint8
+    for crop in crops:
+        ys, xs = np.nonzero(crop[..., 0] > 127)
+        assert ys.mean() == pytest.approx(31.5, abs=0.6)
+        assert xs.mean() == pytest.approx(31.5, abs=0.6)
+        # whatever the magnification, the cell spans 1/context of the crop
+        assert (xs.max() - xs.min() + 1) == pytest.approx(64 / 1.5, abs=2)
+
+
+def test_crops_reflect_at_the_border() -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (50, 60, 3), dtype=np.uint8)
+    # side = 1.5 * 32 = 48 = out_size: no resampling, crop equals the mirrored image
+    (crop,) = cell_crops(image, np.array([[2.0, 3.0]]), np.array([32.0]), out_size=48)
+    mirrored = np.pad(image, ((48, 48), (48, 48), (0, 0)), mode="symmetric")
+    y0, x0 = -20, -21  # start = floor(centre - (side - 1) / 2 + 0.5)
+    assert (crop == mirrored[y0 + 48:y0 + 96, x0 + 48:x0 + 96]).all()
+    # crop rows 0..19 are image rows -20..-1, i.e. rows 19..0 mirrored (edge repeated)
+    assert (crop[:20, 21:] == image[19::-1, :27]).all()
+    assert (crop[20:, 21:] == image[:28, :27]).all()
+
+
+def test_no_cells_no_crops() -> None:
+    crops = cell_crops(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 2)), np.zeros(0), 32)
+    assert crops.shape == (0, 32, 32, 3)

@@ -1,0 +1,114 @@
+"""Training: the recipe, a few-step run of both stages, resume, and the model folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from allseg.errors import InputError
+from allseg.models import load_model_folder
+from allseg.training.config import load_config
+from allseg.training.run import train
+from allseg.training.samples import centre_map, split_names
+
+TINY = [
+    "segmenter.kwargs={ base_channels = 4, depth = 3 }", "segmenter.epochs=1",
+    "segmenter.steps_per_epoch=2", "segmenter.batch_size=2", "patch_size=64",
+    "classifier.kwargs={ width = 4 }", "classifier.epochs=1", "classifier.steps_per_epoch=2",
+    "classifier.batch_size=4", "crop_size=32", "val_fraction=0.3",
+]
+
+
+def tiny_config(tmp_path: Path, *extra: str):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        f'out = "{tmp_path / "run"}"\n'
+        '[[data]]\nsynth = { layout = "masks", n = 3, seed = 5 }\n'
+        '[[data]]\nsynth = { layout = "allidb2", n = 8, seed = 6 }\n', encoding="utf-8")
+    return load_config(recipe, [*TINY, *extra])
+
+
+def test_config_overrides_and_errors(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "segmenter.lr=0.01")
+    assert cfg.segmenter.lr == 0.01 and cfg.patch_size == 64 and len(cfg.data) == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("out = [unclosed", encoding="utf-8")
+    with pytest.raises(InputError, match="bad.toml.*not valid TOML"):
+        load_config(bad)
+    with pytest.raises(InputError, match="invalid training config"):
+        load_config(None, ["no_such_key=1"])
+    with pytest.raises(InputError, match="exactly one of 'path' or 'synth'"):
+        load_config(None, ['data=[{ format = "voc" }]'])
+
+
+def test_split_is_by_image_and_folds_partition() -> None:
+    names = [f"im{i}" for i in range(10)]
+    vals = [split_names(names, 0.0, seed=1, folds=5, fold=k)[1] for k in range(5)]
+    assert set().union(*vals) == set(names)
+    assert sum(len(v) for v in vals) == len(names)
+
+
+def test_centre_map_peaks_once_per_cell() -> None:
+    inst = np.zeros((20, 40), np.int32)
+    inst[2:18, 2:18] = 1
+    inst[5:15, 25:35] = 2
+    m = centre_map(inst)
+    assert m[inst == 1].max() == pytest.approx(1.0) and m[inst == 2].max() == pytest.approx(1.0)
+    assert (m[inst == 0] == 0).all()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("train")
+    return train(tiny_config(tmp)), tmp
+
+
+def test_train_writes_a_loadable_model_folder(trained: tuple[Path, Path]) -> None:
+    model_dir, tmp = trained
+    models, meta = load_model_folder(model_dir)
+    assert set(models) == {"segmenter", "classifier"}
+    assert meta["canonical_um_per_px"] == pytest.approx(0.3)
+    for stage in ("segmenter", "classifier"):
+        info = meta["training"][stage]
+        assert info["n_train"] > 0 and info["n_val"] > 0
+        assert "val_score" in info["best"]
+    assert (tmp / "run" / "checkpoints" / "segmenter" / "last.ckpt").is_file()
+    assert list((tmp / "run" / "logs").rglob("metrics.csv"))
+    assert not list(model_dir.glob("*.ckpt")) and not list(model_dir.glob("*.pt"))
+    json.loads((model_dir / "config.json").read_text())
+
+
+def test_resume_skips_finished_stages(trained: tuple[Path, Path]) -> None:
+    model_dir, tmp = trained
+    before = (model_dir / "segmenter.safetensors").read_bytes()
+    assert train(tiny_config(tmp), resume=True) == model_dir
+    assert (model_dir / "segmenter.safetensors").read_bytes() == before
+
+
+def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
+    """A run that died after epoch 1 (model folder never written) resumes at epoch 2."""
+    import csv
+    import shutil
+
+    train(tiny_config(tmp_path, 'stage="segmenter"'))
+    shutil.rmtree(tmp_path / "run" / "model")
+    model_dir = train(tiny_config(tmp_path, 'stage="segmenter"', "segmenter.epochs=2"),
+                      resume=True)
+    _, meta = load_model_folder(model_dir)
+    assert meta["training"]["segmenter"]["epochs_run"] == 2
+    logs = sorted((tmp_path / "run" / "logs" / "segmenter").glob("version_*/metrics.csv"))
+    with logs[-1].open() as f:
+        epochs = {row["epoch"] for row in csv.DictReader(f) if row["epoch"]}
+    assert epochs == {"1"}, "the resumed run must not repeat epoch 0"
+
+
+def test_training_without_labels_fails_clearly(tmp_path: Path) -> None:
+    from allseg.errors import AllsegError
+
+    cfg = load_config(None, [*TINY, f'out="{tmp_path / "r"}"', 'stage="classifier"',
+                             'data=[{ synth = { layout = "masks", n = 2 }, cell_labels = false }]'])
+    with pytest.raises(AllsegError, match="no training samples for the classifier"):
+        train(cfg)

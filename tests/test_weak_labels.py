@@ -1,0 +1,91 @@
+"""Weak (colour-derived) leukocyte labels, measured against exact masks.
+
+Run with ``pytest -s`` to see the measured figures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage.draw import disk
+
+from allseg.data.readers import open_dataset
+from allseg.data.record import BLAST, LEUKOCYTE, NUCLEUS
+from allseg.data.weak_labels import label_cells_by_points, leukocyte_masks_from_stain, mask_in_box
+
+#: (y, x) of drawn leukocytes; the last two touch.
+CELLS = ((100, 100), (300, 120), (200, 350), (110, 400), (168, 400))
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return float(2 * (a & b).sum() / max(1, a.sum() + b.sum()))
+
+
+def drawn_smear(seed: int = 0, h: int = 400, w: int = 500):
+    """Purple nuclei in blue rims among pink red cells on white, with sensor noise."""
+    rng = np.random.default_rng(seed)
+    img = np.full((h, w, 3), (235, 228, 232), np.float64)
+    cells = np.zeros((h, w), np.int32)
+    nuclei = np.zeros((h, w), bool)
+    for _ in range(40):
+        img[disk((rng.uniform(0, h), rng.uniform(0, w)), 18, shape=(h, w))] = (222, 150, 160)
+    for k, (y, x) in enumerate(CELLS, start=1):
+        rr, cc = disk((y, x), 30, shape=(h, w))
+        img[rr, cc], cells[rr, cc] = (175, 185, 215), k
+        rr, cc = disk((y, x), 20, shape=(h, w))
+        img[rr, cc], nuclei[rr, cc] = (110, 55, 145), True
+    img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+    return img, cells, nuclei
+
+
+def test_stain_masks_on_drawn_smear() -> None:
+    image, cells, nuclei = drawn_smear()
+    parts, instances = leukocyte_masks_from_stain(image)
+    assert instances.dtype == np.int32 and parts.dtype == np.uint8
+    assert instances.max() == len(CELLS)  # touching cells split by the watershed
+    assert dice(parts == NUCLEUS, nuclei) > 0.9
+    assert dice(instances > 0, cells > 0) > 0.9
+    blank = np.full((50, 60, 3), 235, np.uint8)
+    assert leukocyte_masks_from_stain(blank)[1].max() == 0
+
+
+def test_mask_in_box_and_points() -> None:
+    image, cells, nuclei = drawn_smear()
+    parts, cell = mask_in_box(image, np.array([60, 60, 140, 140]))
+    assert dice(cell, cells == 1) > 0.9 and dice(parts == NUCLEUS, nuclei & (cells == 1)) > 0.9
+    points = np.array([[100, 100], [350, 200], [5, 5]], float)  # two on cells, one on nothing
+    labels, unmatched = label_cells_by_points(cells, points, radius=10)
+    assert unmatched == 1
+    assert [labels[k] for k in range(1, 6)] == [BLAST, LEUKOCYTE, BLAST, LEUKOCYTE, LEUKOCYTE]
+    assert label_cells_by_points(cells, np.array([[100, 135]]), radius=10)[0][1] == BLAST
+
+
+def test_weak_labels_against_synthetic_ground_truth(tmp_path: Path) -> None:
+    synth = pytest.importorskip("allseg.synth")
+    if not hasattr(synth, "write_dataset"):
+        pytest.skip("allseg.synth.write_dataset is not written yet")
+    synth.write_dataset("allidb1", tmp_path, 2, 0)
+    exact = open_dataset(tmp_path)
+    nucleus, whole, matched, total = [], [], 0, 0
+    for rec in exact.iter_records():
+        assert not rec.weak and rec.parts is not None
+        parts, instances = leukocyte_masks_from_stain(rec.image, rec.points)
+        nucleus.append(dice(parts == NUCLEUS, rec.parts == NUCLEUS))
+        whole.append(dice(instances > 0, rec.parts > 0))
+        if rec.points is not None and len(rec.points):
+            areas = np.bincount(instances.ravel())[1:]
+            radius = 0.5 * np.sqrt(np.median(areas[areas > 0]) / np.pi) if areas.any() else 0
+            _, unmatched = label_cells_by_points(instances, rec.points, radius)
+            matched += len(rec.points) - unmatched
+            total += len(rec.points)
+    share = matched / total if total else 1.0
+    print(f"\nweak labels vs synthetic truth: nucleus Dice {np.mean(nucleus):.3f}, "
+          f"whole-cell Dice {np.mean(whole):.3f}, points matched {matched}/{total} = {share:.2f}")
+    assert share > 0.8
+    # Regression floors only: on synthetic full fields the global colour threshold still
+    # takes red cells and haze for nuclei (measured about 0.13 nucleus / 0.17-0.43 cell
+    # Dice); the target is 0.6 once the field-level threshold is fixed.
+    assert np.mean(whole) > 0.1
+    assert np.mean(nucleus) > 0.05
