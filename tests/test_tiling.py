@@ -61,7 +61,7 @@ def test_grid_covers_every_pixel_with_full_tiles(h: int, w: int) -> None:
     covered = np.zeros((h, w), dtype=int)
     for y0, x0, y1, x1 in boxes:
         assert (y1 - y0, x1 - x0) == (min(tile, h), min(tile, w))
-        assert 0 <= y0 and 0 <= x0 and y1 <= h and x1 <= w
+        assert min(y0, x0) >= 0 and y1 <= h and x1 <= w
         covered[y0:y1, x0:x1] += 1
     assert covered.min() >= 1
 

@@ -66,7 +66,7 @@ def test_weak_labels_against_synthetic_ground_truth(tmp_path: Path) -> None:
     synth = pytest.importorskip("allseg.synth")
     if not hasattr(synth, "write_dataset"):
         pytest.skip("allseg.synth.write_dataset is not written yet")
-    synth.write_dataset("allidb1", tmp_path, 2, 0)
+    synth.write_dataset("allidb1", tmp_path, 4, 0)
     exact = open_dataset(tmp_path)
     nucleus, whole, matched, total = [], [], 0, 0
     for rec in exact.iter_records():
@@ -83,9 +83,9 @@ def test_weak_labels_against_synthetic_ground_truth(tmp_path: Path) -> None:
     share = matched / total if total else 1.0
     print(f"\nweak labels vs synthetic truth: nucleus Dice {np.mean(nucleus):.3f}, "
           f"whole-cell Dice {np.mean(whole):.3f}, points matched {matched}/{total} = {share:.2f}")
-    assert share > 0.8
-    # Regression floors only: on synthetic full fields the global colour threshold still
-    # takes red cells and haze for nuclei (measured about 0.13 nucleus / 0.17-0.43 cell
-    # Dice); the target is 0.6 once the field-level threshold is fixed.
-    assert np.mean(whole) > 0.1
-    assert np.mean(nucleus) > 0.05
+    assert total > 0
+    # Floors at the measured figures (4 fields, seed 0: nucleus 0.954, cell 0.926,
+    # all points matched) less a margin; the old global threshold scored 0.13 / 0.17.
+    assert share >= 0.9
+    assert np.mean(nucleus) > 0.9 and min(nucleus) > 0.7
+    assert np.mean(whole) > 0.87 and min(whole) > 0.65

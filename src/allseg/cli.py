@@ -133,7 +133,7 @@ def predict(
     predictor = _or_exit(Predictor, model, tta=tta)
     writer = _or_exit(predict_files, predictor, inputs, out_dir, um_per_px=um_per_px,
                       cell_diameter_px=cell_diameter, skip_existing=skip_existing)
-    out.print(f"{len(writer.results)} image(s) done, {len(writer.failures)} failed; "
+    out.print(f"{len(writer.images)} image(s) done, {len(writer.failures)} failed; "
               f"outputs in [bold]{out_dir}[/bold]")
     if writer.failures:
         raise typer.Exit(1)

@@ -41,9 +41,9 @@ def run_demo(out_dir: str | Path, console: Console | None = None) -> Path:
     table = Table(title="allseg demo (bundled default model)")
     for col in ("image", "leukocytes", "blasts", "verdict", "seconds"):
         table.add_column(col, justify="left" if col in ("image", "verdict") else "right")
-    for r in writer.results:
-        table.add_row(Path(r.image).name, str(r.leukocyte_count), str(r.blast_count),
-                      r.verdict, f"{r.seconds:.2f}")
+    for row in writer.images:
+        table.add_row(Path(row["image"]).name, str(row["leukocyte_count"]),
+                      str(row["blast_count"]), row["verdict"], f"{row['seconds']:.2f}")
     console.print(table)
     for failure in writer.failures:
         console.print(f"[red]failed[/red] {failure.image}: {failure.error}")

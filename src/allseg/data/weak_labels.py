@@ -19,6 +19,28 @@ from allseg.data.record import BLAST, CYTOPLASM, LEUKOCYTE, NUCLEUS
 MIN_AREA_SHARE = 0.15
 #: Cell diameter over nucleus diameter, used when no diameter is given.
 CELL_PER_NUCLEUS = 1.45
+#: Full fields are segmented on a copy whose longest side is about this many px.
+WORK_SIDE = 650
+#: Pixels bluer than this (``B - (R+G)/2``) are the only ones the nucleus threshold sees.
+MIN_BLUENESS = 8.0
+#: The nucleus score threshold never falls below this (fields without leukocytes).
+MIN_NUCLEUS_SCORE = 60.0
+#: A nucleus piece this large (share of a red cell's area) is a cell of its own.
+BIG_NUCLEUS_RBC_AREA = 1.0
+#: Big pieces closer than this share of the lobe gap are lobes of one nucleus.
+NEAR_LOBE_SHARE = 0.4
+#: Colour distance from the local slide colour above which a pixel is stained.
+BACKGROUND_DISTANCE = 25.0
+#: A typical leukocyte is this many red cells (7.5 µm) across.
+CELL_PER_RBC = 1.6
+#: Nucleus pieces closer than this (in red-cell diameters) belong to one cell.
+LOBE_GAP_RBC = 0.2
+#: A cell's nucleus covers at least this share of a red cell's area; less is a platelet.
+MIN_NUCLEUS_RBC_AREA = 0.2
+#: Pink pixels this close to a nucleus (red-cell diameters) may be cytoplasm too.
+NEAR_RBC = 0.15
+#: A cell reaches at most this share of its diameter beyond its nucleus.
+REACH_CELL = 0.5
 
 
 def nucleus_score(image: np.ndarray) -> np.ndarray:
@@ -104,35 +126,165 @@ def leukocyte_masks_from_stain(
     points: np.ndarray | None = None,
     expected_diameter_px: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(parts, instances)`` for every leukocyte found by colour.
+    """Return ``(parts, instances)`` for every leukocyte found by colour in a full field.
 
+    Works on a copy shrunk to about ``WORK_SIDE`` px: leukocyte nuclei are the pixels
+    both darker and bluer than anything else (threshold fitted per field on the bluish
+    pixels only, so red cells and haze never enter), nucleus lobes within a few µm
+    make one cell, blobs far smaller than a red cell (platelets, specks) are dropped,
+    and each cell grows from its nucleus over non-slide, non-red pixels up to about a
+    cell radius, touching cells split by a watershed on distance from the nuclei.
     ``points`` (blast centroids) add a seed where a nucleus was missed, so that a
     pointed-at cell is not lost to a faint stain.
     """
     h, w = image.shape[:2]
-    nucleus = nucleus_mask(image)
-    diameter = expected_diameter_px or estimate_cell_diameter(nucleus)
-    if diameter <= 0:
-        return np.zeros((h, w), np.uint8), np.zeros((h, w), np.int32)
-    min_area = MIN_AREA_SHARE * np.pi * (diameter / 2) ** 2
-    nucleus = _morph(nucleus, cv2.MORPH_OPEN, diameter / 40)
-    nucleus = _remove_small(nucleus, min_area * 0.3)
-    nucleus = ndi.binary_fill_holes(nucleus)
+    empty = np.zeros((h, w), np.uint8), np.zeros((h, w), np.int32)
+    factor = max(1, int(round(max(h, w) / WORK_SIDE)))
+    small = image if factor == 1 else cv2.resize(
+        image, (max(1, w // factor), max(1, h // factor)), interpolation=cv2.INTER_AREA)
+    sh, sw = small.shape[:2]
+    fx, fy = sw / w, sh / h
+    score, blue = _field_nucleus_score(small)
+    candidates = blue > MIN_BLUENESS
+    if candidates.sum() < 16:
+        return empty
+    threshold = max(_otsu(score[candidates], default=np.inf), MIN_NUCLEUS_SCORE)
+    nucleus = score > threshold
+    if not nucleus.any():
+        return empty
 
-    # One marker per cell: lobes of one nucleus (neutrophils) are merged by closing.
-    merged = _morph(nucleus, cv2.MORPH_CLOSE, diameter / 16)
-    markers = measure.label(merged | _point_seeds(points, (h, w), diameter))
-    reach = _distance(markers == 0) <= diameter / 2
-    cell = (nucleus | (_cytoplasm_candidates(image) & reach)) & reach
-    cell = _morph(cell, cv2.MORPH_OPEN, diameter / 30)
-    cell = ndi.binary_fill_holes(cell | (markers > 0))
+    rbc = _red_cell_diameter(small, nucleus, expected_diameter_px, fx)
+    diameter = CELL_PER_RBC * rbc
+    nucleus = _morph(nucleus, cv2.MORPH_OPEN, max(1.0, rbc / 16))
+    # One marker per cell: lobes of one nucleus (neutrophils) are grouped by distance.
+    rbc_area = np.pi * (rbc / 2) ** 2
+    groups = _group_lobes(nucleus, LOBE_GAP_RBC * rbc, BIG_NUCLEUS_RBC_AREA * rbc_area)
+    nucleus &= groups > 0
+    area = np.bincount(groups[nucleus], minlength=groups.max() + 1)
+    keep = area >= MIN_NUCLEUS_RBC_AREA * rbc_area
+    keep[0] = False
+    groups = np.where(keep[groups], groups, 0)
+    nucleus &= groups > 0
+    seeds = _point_seeds(_scaled_points(points, fx, fy), (sh, sw), diameter / 5)
+    seeds &= _distance(groups == 0) > diameter / 2
+    markers = segmentation.relabel_sequential(groups)[0]
+    extra = ndi.label(seeds & (markers == 0))[0]
+    markers = np.where(extra > 0, extra + markers.max(), markers).astype(np.int32)
+    if markers.max() == 0:
+        return empty
+    nucleus = ndi.binary_fill_holes(nucleus) & (markers > 0)
 
-    distance = _distance(cell)
-    instances = segmentation.watershed(-distance, markers, mask=cell).astype(np.int32)
-    instances = _drop_small(instances, min_area)
+    to_nucleus = _distance(markers == 0)
+    stained = _off_background(small, rbc)
+    cyto = stained & _not_pink(small)
+    near = stained & (to_nucleus <= NEAR_RBC * rbc)
+    cell = (cyto | near) & (to_nucleus <= REACH_CELL * diameter)
+    cell = _morph(cell, cv2.MORPH_OPEN, max(1.0, rbc / 12)) | (markers > 0)
+    cell = ndi.binary_fill_holes(cell)
+    instances = segmentation.watershed(to_nucleus, markers, mask=cell).astype(np.int32)
+    # Keep only the piece of each label that touches its own marker.
+    pieces = measure.label(instances > 0, connectivity=1)
+    own = np.zeros(pieces.max() + 1, bool)
+    own[np.unique(pieces[markers > 0])] = True
+    own[0] = False
+    instances[~own[pieces]] = 0
+    instances = _drop_small(instances, MIN_AREA_SHARE * np.pi * (diameter / 2) ** 2)
+    if factor > 1:
+        instances = _upsample_labels(instances, (h, w))
+        score, _ = _field_nucleus_score(image)
+        nucleus = (score > threshold) & (instances > 0)
+        nucleus = _morph(nucleus, cv2.MORPH_OPEN, max(1.0, factor * rbc / 16))
+        nucleus = ndi.binary_fill_holes(nucleus)
     parts = np.where(instances > 0, CYTOPLASM, 0).astype(np.uint8)
     parts[(instances > 0) & nucleus] = NUCLEUS
     return parts, instances
+
+
+def _group_lobes(nucleus: np.ndarray, gap: float, big_area: float) -> np.ndarray:
+    """One label per cell's nucleus: pieces all but touching are one nucleus; big pieces
+    are cells of their own, small pieces
+    (neutrophil lobes) within ``gap`` of each other form one nucleus, and a small group
+    all but touching a big piece (a lobe cut off by the threshold) joins it."""
+    pieces, n = ndi.label(_morph(nucleus, cv2.MORPH_CLOSE, gap * NEAR_LOBE_SHARE))
+    pieces[~nucleus] = 0
+    area = np.bincount(pieces.ravel(), minlength=n + 1)
+    big = area >= big_area
+    big[0] = False
+    big_mask = big[pieces]
+    small = nucleus & ~big_mask
+    lobes = np.where(small, ndi.label(_morph(small, cv2.MORPH_CLOSE, gap))[0], 0)
+    labels = np.where(big_mask, pieces, lobes + n * (lobes > 0))
+    if big.any() and small.any():
+        dist, (iy, ix) = ndi.distance_transform_edt(~big_mask, return_indices=True)
+        touching = small & (dist <= max(1.5, gap / 2))
+        lut = np.arange(labels.max() + 1)
+        lut[labels[touching]] = pieces[iy[touching], ix[touching]]
+        labels = lut[labels]
+    return labels.astype(np.int32)
+
+
+def _off_background(image: np.ndarray, rbc: float) -> np.ndarray:
+    """Pixels whose colour differs from the local slide colour (the brightest nearby).
+
+    The slide brightness and tint drift across a field (uneven lamp, stain haze), so it
+    is taken per neighbourhood as the per-channel maximum over about two red cells.
+    """
+    h, w = image.shape[:2]
+    step = max(1, int(rbc // 4))
+    tiny = cv2.resize(image, (max(1, w // step), max(1, h // step)), interpolation=cv2.INTER_AREA)
+    k = 2 * max(1, int(round(2.0 * rbc / step))) + 1
+    bg = cv2.dilate(tiny, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    bg = cv2.blur(bg, (k, k))
+    bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    diff = bg - cv2.GaussianBlur(image, (3, 3), 0).astype(np.float32)
+    return np.sqrt((diff**2).sum(axis=2)) > BACKGROUND_DISTANCE
+
+
+def _not_pink(image: np.ndarray) -> np.ndarray:
+    rgb = image.astype(np.int16)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    return ~((r - b > 12) & (r - g > 25))
+
+
+def _field_nucleus_score(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(score, blueness)``: blueness ``B - (R+G)/2`` plus half the darkness ``255 - (R+G)/2``.
+
+    Nuclei are both the bluest and among the darkest pixels; red cells are dark but red,
+    cytoplasm blue but pale, the slide neither.
+    """
+    rgb = cv2.GaussianBlur(image, (3, 3), 0).astype(np.float32)
+    rg = (rgb[..., 0] + rgb[..., 1]) / 2
+    blue = rgb[..., 2] - rg
+    return blue + 0.5 * (255.0 - rg), blue
+
+
+def _red_cell_diameter(small: np.ndarray, nucleus: np.ndarray,
+                       expected_diameter_px: float | None, fx: float) -> float:
+    """Red-cell diameter in working pixels: from the given cell diameter, else the
+    field's own red cells, else the nucleus sizes."""
+    if expected_diameter_px:
+        return float(expected_diameter_px) * fx / CELL_PER_RBC
+    from allseg.inference.scale import estimate_scale
+
+    estimate = estimate_scale(small)
+    if estimate.reliable:
+        return float(estimate.rbc_diameter_px)
+    return max(4.0, estimate_cell_diameter(nucleus) / CELL_PER_RBC)
+
+
+def _scaled_points(points: np.ndarray | None, fx: float, fy: float) -> np.ndarray | None:
+    if points is None or len(points) == 0:
+        return None
+    return np.asarray(points, float) * [fx, fy]
+
+
+def _upsample_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Labels to full size: smooth outline from the resized mask, ids from nearest."""
+    h, w = shape
+    ids = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+    inside = cv2.resize((labels > 0).astype(np.float32), (w, h),
+                        interpolation=cv2.INTER_LINEAR) >= 0.5
+    return np.where(inside, ids, 0).astype(np.int32)
 
 
 def _point_seeds(points: np.ndarray | None, shape: tuple[int, int], diameter: float) -> np.ndarray:

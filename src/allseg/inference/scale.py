@@ -7,7 +7,7 @@ merge into chains), so counting separate objects fails. Instead we measure *loca
 thickness* by granulometry: the opening of the cell mask by a disc of radius ``r``
 keeps every pixel that lies in some inscribed disc of radius ``r``; the radius at which
 half of the red-cell area is gone is the typical red-cell radius, whether the cells are
-isolated, touching or in chains. Each opening is two distance transforms, so a binary
+isolated, touching or in chains. Each opening costs one distance transform, so a binary
 search over ``r`` is cheap. Leukocytes are excluded by masking a zone around their
 strongly stained nuclei.
 """

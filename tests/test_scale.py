@@ -1,0 +1,163 @@
+"""Scale estimation against known scales (drawn and synthetic fields) and real photos."""
+
+from __future__ import annotations
+
+import os
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from allseg.inference.scale import (
+    FALLBACK_UM_PER_PX,
+    RBC_DIAMETER_UM,
+    estimate_scale,
+    resolve_scale,
+)
+
+SHARED_DATA = Path(
+    os.environ.get(
+        "ALLSEG_SHARED_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    )
+)
+BCCD = SHARED_DATA / "bccd" / "BCCD"
+ZHENG = SHARED_DATA / "zheng_wbc" / "Dataset 1"
+
+
+def _disc(img: np.ndarray, cy: float, cx: float, r: float, colour: tuple) -> None:
+    y0, x0 = max(0, int(cy - r)), max(0, int(cx - r))
+    yy, xx = np.mgrid[y0 : int(cy + r) + 2, x0 : int(cx + r) + 2]
+    window = img[y0 : y0 + yy.shape[0], x0 : x0 + yy.shape[1]]
+    inside = np.hypot(yy - cy, xx - cx)[: window.shape[0], : window.shape[1]] <= r
+    window[inside] = colour
+
+
+def draw_field(
+    rng: np.random.Generator, h: int, w: int, rbc_px: float, n_rbc: int, min_gap: float = 0.8
+) -> np.ndarray:
+    """Pink discs with pale centres (touching when ``min_gap`` < 1), two leukocytes, noise."""
+    img = np.empty((h, w, 3), np.float32)
+    img[:] = (228, 222, 218)
+    centres: list[np.ndarray] = []
+    for _ in range(n_rbc * 50):
+        c = rng.uniform(0, (h, w))
+        if len(centres) == n_rbc:
+            break
+        if all(np.hypot(*(c - o)) >= min_gap * rbc_px for o in centres):
+            centres.append(c)
+    for cy, cx in centres:
+        r = rbc_px / 2 * rng.uniform(0.92, 1.08)
+        _disc(img, cy, cx, r, (205, 125, 135))
+        _disc(img, cy, cx, 0.4 * r, (222, 185, 185))
+    for cy, cx in rng.uniform(0, (h, w), size=(2, 2)):
+        _disc(img, cy, cx, 0.8 * rbc_px, (205, 180, 215))
+        _disc(img, cy, cx, 0.55 * rbc_px, (95, 55, 150))
+    img = cv2.GaussianBlur(img, (0, 0), max(0.8, rbc_px / 40))
+    img += rng.normal(0, 4, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("rbc_px", "n_rbc", "min_gap", "shape"),
+    [(30, 60, 0.8, (480, 640)), (60, 40, 1.0, (600, 800)), (20, 150, 0.7, (700, 700))],
+)
+def test_drawn_fields(rbc_px: float, n_rbc: int, min_gap: float, shape: tuple[int, int]) -> None:
+    image = draw_field(np.random.default_rng(0), *shape, rbc_px, n_rbc, min_gap)
+    est = estimate_scale(image)
+    assert est.reliable
+    assert abs(est.rbc_diameter_px / rbc_px - 1) < 0.08
+    assert est.um_per_px == pytest.approx(RBC_DIAMETER_UM / est.rbc_diameter_px)
+
+
+def test_large_field_is_fast_and_accurate() -> None:
+    image = draw_field(np.random.default_rng(1), 1944, 2592, 80, 200, 0.75)
+    estimate_scale(image)
+    start = time.perf_counter()
+    est = estimate_scale(image)
+    elapsed = time.perf_counter() - start
+    assert abs(est.rbc_diameter_px / 80 - 1) < 0.08
+    assert elapsed < 0.5  # 0.05-0.08 s measured; generous for a busy CI machine
+
+
+def test_sparse_field_is_unreliable() -> None:
+    est = estimate_scale(draw_field(np.random.default_rng(2), 400, 400, 45, 2, 1.0))
+    assert not est.reliable and est.n_cells < 5
+
+
+def test_blank_slide_falls_back() -> None:
+    noise = np.random.default_rng(3).normal(0, 2, (300, 400, 3))
+    est = estimate_scale(np.clip(225 + noise, 0, 255).astype(np.uint8))
+    assert not est.reliable
+    assert est.um_per_px > 0
+
+
+def test_uniform_image_falls_back() -> None:
+    est = estimate_scale(np.full((50, 60, 3), 200, np.uint8))
+    assert (est.um_per_px, est.reliable) == (FALLBACK_UM_PER_PX, False)
+    assert est.method == "fallback-default"
+
+
+def test_rejects_non_rgb() -> None:
+    with pytest.raises(ValueError):
+        estimate_scale(np.zeros((10, 10), np.uint8))
+
+
+def test_resolve_scale_priority() -> None:
+    image = draw_field(np.random.default_rng(0), 480, 640, 30, 60)
+    assert resolve_scale(image, um_per_px=0.2, cell_diameter_px=10) == (0.2, "user")
+    assert resolve_scale(image, cell_diameter_px=100) == (pytest.approx(0.12), "user")
+    assert resolve_scale(image, cell_diameter_px=50, assumed_cell_diameter_um=10)[0] == 0.2
+    um, source = resolve_scale(image)
+    assert source == "estimated" and um == pytest.approx(RBC_DIAMETER_UM / 30, rel=0.08)
+    sparse = draw_field(np.random.default_rng(2), 400, 400, 45, 2, 1.0)
+    assert resolve_scale(sparse)[1] == "fallback"
+    with pytest.raises(ValueError):
+        resolve_scale(image, um_per_px=0)
+
+
+@pytest.mark.parametrize("um_per_px", [0.07, 0.1, 0.13, 0.16, 0.2])
+def test_synthetic_fields_of_known_scale(um_per_px: float) -> None:
+    synth = pytest.importorskip("allseg.synth")
+    rng = np.random.default_rng(0)
+    field = synth.generate_field(rng, 1024, 1024, um_per_px, blast_fraction=0.5)
+    est = estimate_scale(field.image)
+    assert est.reliable
+    assert abs(est.um_per_px / field.um_per_px - 1) < 0.15
+
+
+def _median_rbc_box(xml_path: Path) -> float | None:
+    sizes = []
+    for obj in ET.parse(xml_path).findall("object"):
+        if obj.findtext("name") != "RBC" or obj.findtext("truncated") == "1":
+            continue
+        box = obj.find("bndbox")
+        x0, y0, x1, y1 = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+        sizes.append((x1 - x0 + y1 - y0) / 2)
+    return float(np.median(sizes)) if len(sizes) >= 3 else None
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1])
+
+
+@pytest.mark.skipif(not BCCD.is_dir(), reason=f"BCCD data not found at {BCCD}")
+def test_bccd_red_cells_match_annotated_boxes() -> None:
+    """VOC boxes are drawn loosely (~10-20% larger than the cell), hence the bias window."""
+    errors = []
+    for path in sorted((BCCD / "JPEGImages").glob("*.jpg"))[::12]:
+        reference = _median_rbc_box(BCCD / "Annotations" / f"{path.stem}.xml")
+        if reference is not None:
+            errors.append(estimate_scale(_read_rgb(path)).rbc_diameter_px / reference - 1)
+    assert len(errors) >= 25
+    assert -0.35 < np.median(errors) < 0.05
+    assert np.quantile(np.abs(errors), 0.9) < 0.45
+
+
+@pytest.mark.skipif(not ZHENG.is_dir(), reason=f"Zheng Dataset 1 not found at {ZHENG}")
+def test_zheng_crops_with_few_red_cells_are_flagged() -> None:
+    for path in sorted(ZHENG.glob("*.bmp"))[:20]:
+        est = estimate_scale(_read_rgb(path))
+        assert not est.reliable and est.um_per_px > 0
