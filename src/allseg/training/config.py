@@ -42,6 +42,9 @@ class DataSource(_Strict):
     repeat: int = Field(1, ge=1, le=1000)
     #: Image file stems never used for training (e.g. a held-out test set).
     exclude: list[str] = []
+    #: ``[k, i]``: hold out every image whose position in the sorted listing is i mod k
+    #: (fold i of a k-fold split by image), e.g. to report cross-validated scores.
+    hold_out: tuple[int, int] | None = None
     #: Use this source's cell labels for the classifier (only datasets with real blast labels).
     cell_labels: bool = True
     #: Train the segmenter on this source's masks.
@@ -51,7 +54,13 @@ class DataSource(_Strict):
     def _one_kind(self) -> DataSource:
         if (self.path is None) == (self.synth is None):
             raise ValueError("each [[data]] entry needs exactly one of 'path' or 'synth'")
+        if self.hold_out is not None and not 0 <= self.hold_out[1] < self.hold_out[0]:
+            raise ValueError(f"hold_out {list(self.hold_out)} must be [k, i] with 0 <= i < k")
         return self
+
+    def held_out(self, position: int) -> bool:
+        """Whether the image at this position of the sorted listing is held out."""
+        return self.hold_out is not None and position % self.hold_out[0] == self.hold_out[1]
 
 
 class StageConfig(_Strict):

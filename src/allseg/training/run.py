@@ -63,9 +63,10 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
         folder = source_folder(source, run_dir)
         dataset = open_dataset(folder, format=source.format, split=source.split)
         excluded = set(source.exclude)
+        held_out = {Path(p).stem for i, p in enumerate(dataset.items) if source.held_out(i)}
         for record in track(dataset.iter_records(), total=len(dataset),
                             description=f"reading {folder.name}"):
-            if record.name in excluded:
+            if record.name in excluded or record.name in held_out:
                 continue
             key = source_key(folder, record.name)
             scale = record_scale(record, source.um_per_px)
