@@ -127,11 +127,12 @@ def predict(
         help="Skip images whose outputs are already complete.")] = False,
 ) -> None:
     """Segment leukocytes and flag blasts; writes the outputs of DESIGN.md per image."""
-    from allseg.inference.batch import predict_files
+    from allseg.inference.batch import collect_images, predict_files
     from allseg.inference.predictor import Predictor
 
+    files = _or_exit(collect_images, inputs)
     predictor = _or_exit(Predictor, model, tta=tta)
-    writer = _or_exit(predict_files, predictor, inputs, out_dir, um_per_px=um_per_px,
+    writer = _or_exit(predict_files, predictor, files, out_dir, um_per_px=um_per_px,
                       cell_diameter_px=cell_diameter, skip_existing=skip_existing)
     out.print(f"{len(writer.images)} image(s) done, {len(writer.failures)} failed; "
               f"outputs in [bold]{out_dir}[/bold]")
@@ -160,7 +161,7 @@ def _or_exit(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary
     try:
         return fn(*args, **kwargs)
     except AllsegError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
 
 
