@@ -1,0 +1,118 @@
+"""Prediction end to end with the bundled model: the output contract, scales, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from allseg.inference.batch import predict_files
+from allseg.inference.predictor import Predictor
+from allseg.synth import generate_field
+
+JSON_KEYS = {"image", "width", "height", "um_per_px", "verdict", "blast_count",
+             "leukocyte_count", "cells", "model", "disclaimer"}
+CELL_KEYS = {"id", "centroid", "bbox", "area_px", "class", "blast_probability", "features",
+             "contour"}
+FEATURE_KEYS = {"area_um2", "nc_ratio", "circularity", "diameter_um", "chromatin_texture",
+                "nucleolus_count"}
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor("default")
+
+
+@pytest.fixture(scope="module")
+def field() -> tuple[np.ndarray, float]:
+    f = generate_field(np.random.default_rng(4242), 900, 1200, um_per_px=0.1,
+                       blast_fraction=0.5, n_leukocytes=5)
+    return f.image, f.um_per_px
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory, predictor: Predictor,
+            field: tuple[np.ndarray, float]) -> Path:
+    folder = tmp_path_factory.mktemp("run") / "inputs"
+    folder.mkdir()
+    Image.fromarray(field[0]).save(folder / "field.png")
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    (folder / "notes.png").write_text("this is text", encoding="utf-8")
+    out = folder.parent / "out"
+    predict_files(predictor, [folder], out, progress=False)
+    return out
+
+
+def test_every_output_file_and_field(run_dir: Path, field: tuple[np.ndarray, float]) -> None:
+    image, _ = field
+    h, w = image.shape[:2]
+    for suffix in (".json", "_parts.png", "_instances.png", "_overlay.png", ".geojson"):
+        assert (run_dir / f"field{suffix}").is_file(), suffix
+    data = json.loads((run_dir / "field.json").read_text())
+    assert JSON_KEYS <= set(data) and (data["width"], data["height"]) == (w, h)
+    assert data["leukocyte_count"] == len(data["cells"]) >= 3
+    assert data["verdict"] in ("ALL suspected", "no blasts found")
+    assert "not a medical device" in data["disclaimer"]
+    parts = np.asarray(Image.open(run_dir / "field_parts.png"))
+    instances = np.asarray(Image.open(run_dir / "field_instances.png"))
+    assert parts.shape == instances.shape == (h, w)
+    assert parts.dtype == np.uint8 and set(np.unique(parts)) <= {0, 128, 255}
+    assert instances.dtype == np.uint16
+    assert set(np.unique(instances)) - {0} == {c["id"] for c in data["cells"]}
+    for cell in data["cells"]:
+        assert CELL_KEYS <= set(cell) and FEATURE_KEYS <= set(cell["features"])
+        x, y = cell["centroid"]
+        x0, y0, x1, y1 = cell["bbox"]
+        assert 0 <= x0 <= x < x1 <= w and 0 <= y0 <= y < y1 <= h
+        assert instances[round(y), round(x)] == cell["id"] or cell["features"]["nc_ratio"] >= 0
+        assert 0.0 <= cell["blast_probability"] <= 1.0
+        assert cell["class"] in ("blast", "leukocyte")
+    geo = json.loads((run_dir / "field.geojson").read_text())
+    assert geo["type"] == "FeatureCollection" and len(geo["features"]) == len(data["cells"])
+
+
+def test_bad_files_are_reported_and_the_rest_go_on(run_dir: Path) -> None:
+    summary = json.loads((run_dir / "summary.json").read_text())
+    failed = sorted(Path(f["image"]).name for f in summary["failures"])
+    assert failed == ["broken.jpg", "notes.png"]
+    assert all("broken.jpg" in f["error"] or "notes.png" in f["error"]
+               for f in summary["failures"])
+    assert [Path(i["image"]).name for i in summary["images"]] == ["field.png"]
+    rows = (run_dir / "cells.csv").read_text().splitlines()
+    assert rows[0].startswith("image,") and len(rows) - 1 == summary["totals"]["leukocytes"]
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp") or p.startswith(".")]
+
+
+def test_skip_existing_does_not_redo_finished_images(run_dir: Path, predictor: Predictor) -> None:
+    before = (run_dir / "field.json").stat().st_mtime_ns
+    (run_dir / "field_overlay.png").unlink()  # an incomplete image is predicted again
+    writer = predict_files(predictor, [run_dir.parent / "inputs"], run_dir, skip_existing=True,
+                           progress=False)
+    assert (run_dir / "field_overlay.png").is_file()
+    assert len(writer.failures) == 2
+    after = (run_dir / "field.json").stat().st_mtime_ns
+    predict_files(predictor, [run_dir.parent / "inputs"], run_dir, skip_existing=True,
+                  progress=False)
+    assert (run_dir / "field.json").stat().st_mtime_ns == after != before
+
+
+@pytest.mark.parametrize("factor", [0.5, 1.5])
+def test_coordinates_are_in_original_pixels_at_any_scale(
+        predictor: Predictor, field: tuple[np.ndarray, float], factor: float) -> None:
+    image, um = field
+    base = predictor.predict_image(image, "base", um_per_px=um)
+    size = (round(image.shape[1] * factor), round(image.shape[0] * factor))
+    scaled_image = np.asarray(Image.fromarray(image).resize(size, Image.LANCZOS))
+    scaled = predictor.predict_image(scaled_image, "scaled", um_per_px=um / factor)
+    assert scaled.instances.shape == scaled_image.shape[:2]
+    assert scaled.leukocyte_count == base.leukocyte_count
+    expected = np.array([c.centroid for c in base.cells]) * factor
+    got = np.array([c.centroid for c in scaled.cells])
+    dist = np.linalg.norm(expected[:, None] - got[None], axis=2).min(axis=1)
+    assert dist.max() < 6 * max(1.0, factor), dist
+    area_ratio = sum(c.area_px for c in scaled.cells) / sum(c.area_px for c in base.cells)
+    assert area_ratio == pytest.approx(factor ** 2, rel=0.1)
