@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,16 @@ def _loaders(stage: str, cfg: TrainConfig, data: StageData) -> tuple[DataLoader,
     return train, val
 
 
+def _loggers(run_dir: Path, stage: str) -> list:
+    """CSV logs always; TensorBoard too when it is installed."""
+    loggers: list = [CSVLogger(run_dir / "logs", name=stage)]
+    if importlib.util.find_spec("tensorboard") is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir / "tensorboard", name=stage))
+    return loggers
+
+
 class KeepBestWeights(L.Callback):
     """Hold the best model weights in memory, so none are read back from a pickled checkpoint."""
 
@@ -159,7 +170,7 @@ def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
         precision = "16-mixed" if torch.cuda.is_available() else "32-true"
     trainer = L.Trainer(max_epochs=st.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
                         precision=precision, callbacks=callbacks,
-                        logger=CSVLogger(run_dir / "logs", name=stage),
+                        logger=_loggers(run_dir, stage),
                         limit_train_batches=st.steps_per_epoch, log_every_n_steps=5,
                         num_sanity_val_steps=0, enable_model_summary=False)
     last = ckpt_dir / "last.ckpt"
