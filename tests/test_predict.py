@@ -53,7 +53,7 @@ def test_every_output_file_and_field(run_dir: Path, field: tuple[np.ndarray, flo
     for suffix in (".json", "_parts.png", "_instances.png", "_overlay.png", ".geojson"):
         assert (run_dir / f"field{suffix}").is_file(), suffix
     data = json.loads((run_dir / "field.json").read_text())
-    assert JSON_KEYS <= set(data) and (data["width"], data["height"]) == (w, h)
+    assert set(data) >= JSON_KEYS and (data["width"], data["height"]) == (w, h)
     assert data["leukocyte_count"] == len(data["cells"]) >= 3
     assert data["verdict"] in ("ALL suspected", "no blasts found")
     assert "not a medical device" in data["disclaimer"]
@@ -64,7 +64,7 @@ def test_every_output_file_and_field(run_dir: Path, field: tuple[np.ndarray, flo
     assert instances.dtype == np.uint16
     assert set(np.unique(instances)) - {0} == {c["id"] for c in data["cells"]}
     for cell in data["cells"]:
-        assert CELL_KEYS <= set(cell) and FEATURE_KEYS <= set(cell["features"])
+        assert set(cell) >= CELL_KEYS and set(cell["features"]) >= FEATURE_KEYS
         x, y = cell["centroid"]
         x0, y0, x1, y1 = cell["bbox"]
         assert 0 <= x0 <= x < x1 <= w and 0 <= y0 <= y < y1 <= h

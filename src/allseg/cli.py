@@ -123,6 +123,8 @@ def predict(
     cell_diameter: Annotated[float | None, typer.Option(
         help="Typical leukocyte diameter in pixels (alternative to --um-per-px).", min=1)] = None,
     tta: Annotated[bool, typer.Option(help="Average over flips (slower, steadier).")] = False,
+    backend: Annotated[str, typer.Option(
+        help="auto (ONNX Runtime on CPU, PyTorch on CUDA), onnx or torch.")] = "auto",
     skip_existing: Annotated[bool, typer.Option(
         help="Skip images whose outputs are already complete.")] = False,
 ) -> None:
@@ -131,13 +133,38 @@ def predict(
     from allseg.inference.predictor import Predictor
 
     files = _or_exit(collect_images, inputs)
-    predictor = _or_exit(Predictor, model, tta=tta)
+    _check_backend(backend)
+    predictor = _or_exit(Predictor, model, backend=backend, tta=tta)
     writer = _or_exit(predict_files, predictor, files, out_dir, um_per_px=um_per_px,
                       cell_diameter_px=cell_diameter, skip_existing=skip_existing)
     out.print(f"{len(writer.images)} image(s) done, {len(writer.failures)} failed; "
               f"outputs in [bold]{out_dir}[/bold]")
     if writer.failures:
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for the exported model.")],
+    model: Annotated[str, typer.Option(help="'default' (bundled) or a model folder.")] = "default",
+    check: Annotated[bool, typer.Option(
+        help="Compare ONNX Runtime with PyTorch on synthetic inputs.")] = True,
+) -> None:
+    """Export both stages to ONNX (a complete model folder usable with --backend onnx)."""
+    from allseg.export import export_model
+
+    report = _or_exit(export_model, model, out_dir, check=check)
+    for name, diff in report.get("max_abs_diff", {}).items():
+        out.print(f"  {name}: max |onnx - torch| = {diff:.2e} (tolerance {report['tolerance']})")
+    out.print(f"exported to [bold]{out_dir}[/bold]")
+
+
+def _check_backend(backend: str) -> None:
+    from allseg.inference.backends import BACKENDS
+
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"unknown backend {backend!r}; choose one of "
+                                 f"{', '.join(BACKENDS)}")
 
 
 @app.command()

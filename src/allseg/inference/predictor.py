@@ -14,7 +14,8 @@ import numpy as np
 from skimage.segmentation import relabel_sequential
 
 from allseg.data.record import CYTOPLASM, NUCLEUS
-from allseg.inference.models import TorchRunner, resolve_model_dir
+from allseg.inference.backends import make_runner, resolve_backend
+from allseg.inference.models import resolve_model_dir
 from allseg.inference.scale import resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
 from allseg.io.images import read_image
@@ -35,16 +36,21 @@ def _resize(arr: np.ndarray, size: tuple[int, int], interpolation: int) -> np.nd
 class Predictor:
     """Load a model folder once; predict any number of images with it."""
 
-    def __init__(self, model: str | Path = "default", tta: bool = False, tile: int = 512,
-                 overlap: int = 64, batch_size: int = 4) -> None:
+    def __init__(self, model: str | Path = "default", backend: str = "auto", tta: bool = False,
+                 tile: int = 1024, overlap: int = 128, batch_size: int = 2) -> None:
         self.model_dir = resolve_model_dir(model)
         models, self.meta = load_model_folder(self.model_dir)
         missing = {"segmenter", "classifier"} - set(models)
         if missing:
             raise ValueError(f"{self.model_dir}: model folder lacks the {', '.join(missing)} "
                              "stage; train it or pass --base-model when training")
-        self.segmenter = TorchRunner(models["segmenter"], "segment")
-        self.classifier = TorchRunner(models["classifier"], "classify")
+        crop = int(self.meta["crop_size"])
+        self.backend = resolve_backend(backend)
+        self.segmenter = make_runner(models["segmenter"], "segment", backend, stage="segmenter",
+                                     model_dir=self.model_dir)
+        self.classifier = make_runner(models["classifier"], "classify", backend,
+                                      stage="classifier", model_dir=self.model_dir,
+                                      example_hw=(crop, crop))
         self.segment_batch = flip_tta(self.segmenter) if tta else self.segmenter
         self.multiple = int(getattr(models["segmenter"], "size_multiple", 32))
         self.tile, self.overlap, self.batch_size, self.tta = tile, overlap, batch_size, tta
@@ -52,7 +58,8 @@ class Predictor:
         self.thresholds = dict(self.meta["thresholds"])
         self.model_info = {"name": self.meta.get("name", self.model_dir.name),
                            "path": str(self.model_dir),
-                           "allseg_version": self.meta.get("allseg_version"), "tta": tta}
+                           "allseg_version": self.meta.get("allseg_version"), "tta": tta,
+                           "backend": self.backend}
 
     def predict_path(self, path: str | Path, um_per_px: float | None = None,
                      cell_diameter_px: float | None = None) -> tuple[ImageResult, np.ndarray]:

@@ -1,0 +1,132 @@
+"""Inference backends: onnxruntime agrees with torch, the ONNX cache and ``allseg export``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import allseg.inference.backends as backends
+from allseg.errors import ModelError
+from allseg.export import ONNX_TOLERANCE, export_model
+from allseg.inference.backends import BACKENDS, OnnxRunner, make_runner
+from allseg.inference.models import TorchRunner
+from allseg.models import build_model, export_onnx, load_model_folder, save_model_folder
+
+META = {"canonical_um_per_px": 0.3, "crop_size": 32, "crop_um": 24.0,
+        "thresholds": {"blast_probability": 0.5, "centre": 0.5, "min_cell_area_um2": 15.0},
+        "classes": {}}
+CROP = (32, 32)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    models = {"segmenter": build_model("unet_small", base_channels=4, depth=3),
+              "classifier": build_model("cnn_classifier", width=4)}
+    return save_model_folder(tmp_path_factory.mktemp("backends") / "m", models, META)
+
+
+@pytest.fixture(scope="module")
+def models(folder: Path) -> dict:
+    return load_model_folder(folder)[0]
+
+
+def image_batch(b: int, h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0, 255, (b, 3, h, w)).astype(np.float32)
+
+
+def test_onnx_runner_matches_torch_on_odd_sizes(models: dict, tmp_path: Path):
+    seg, cls = models["segmenter"], models["classifier"]
+    seg_onnx = OnnxRunner(export_onnx(seg, tmp_path / "s.onnx"), "segment", threads=1)
+    cls_onnx = OnnxRunner(export_onnx(cls, tmp_path / "c.onnx", CROP), "classify")
+    seg_torch, cls_torch = TorchRunner(seg, "segment"), TorchRunner(cls, "classify")
+    for b, h, w in ((1, 37, 53), (2, 97, 131)):
+        x = image_batch(b, h, w)
+        got, expected = seg_onnx(x), seg_torch(x)
+        assert got.shape == expected.shape == (b, 4, h, w) and got.dtype == np.float32
+        assert np.abs(got - expected).max() < 1e-4
+        np.testing.assert_allclose(got[:, :3].sum(1), 1.0, atol=1e-5)
+    x = image_batch(5, *CROP)
+    got, expected = cls_onnx(x), cls_torch(x)
+    assert got.shape == (5, 1) and np.abs(got - expected).max() < 1e-4
+
+
+def test_backend_selection(models: dict, tmp_path: Path):
+    seg = models["segmenter"]
+    assert isinstance(make_runner(seg, "segment", "torch", tmp_path), TorchRunner)
+    assert isinstance(make_runner(seg, "segment", "onnx", tmp_path), OnnxRunner)
+    # This test machine has no CUDA, so "auto" means onnxruntime.
+    assert isinstance(make_runner(seg, "segment", "auto", tmp_path), OnnxRunner)
+    with pytest.raises(ValueError) as info:
+        make_runner(seg, "segment", "tensorrt", tmp_path)
+    assert all(name in str(info.value) for name in BACKENDS)
+    with pytest.raises(ValueError, match="example_hw"):
+        make_runner(models["classifier"], "classify", "onnx", tmp_path)
+
+
+def test_default_cache_dir_is_per_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert backends.default_cache_root() == tmp_path / "allseg" / "onnx"
+
+
+def test_onnx_cache_is_exported_once(models: dict, folder: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch):
+    calls: list[Path] = []
+
+    def counting_export(model, path, example_hw=(256, 256)):
+        calls.append(Path(path))
+        return export_onnx(model, path, example_hw)
+
+    monkeypatch.setattr(backends, "export_onnx", counting_export)
+    cls = models["classifier"]
+    first = make_runner(cls, "classify", "onnx", tmp_path, model_dir=folder, example_hw=CROP)
+    second = make_runner(cls, "classify", "onnx", tmp_path, model_dir=folder, example_hw=CROP)
+    assert len(calls) == 1 and first.path == second.path == calls[0]
+    assert first.path.name == "classifier.onnx" and first.path.parent.parent == tmp_path
+    assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp.onnx")]
+    x = image_batch(2, *CROP)
+    np.testing.assert_array_equal(first(x), second(x))
+    # A truncated cache entry is replaced, not trusted.
+    first.path.write_bytes(first.path.read_bytes()[:100])
+    with pytest.warns(UserWarning, match="re-exporting"):
+        third = make_runner(cls, "classify", "onnx", tmp_path, model_dir=folder, example_hw=CROP)
+    assert len(calls) == 2 and np.abs(third(x) - first(x)).max() < 1e-6
+
+
+def test_export_model_round_trip(folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    out = tmp_path / "exported"
+    report = export_model(folder, out)
+    names = {"segmenter.onnx", "classifier.onnx", "segmenter.safetensors",
+             "classifier.safetensors", "config.json"}
+    assert names <= {p.name for p in out.iterdir()}
+    models, meta = load_model_folder(out)
+    assert set(models) == {"segmenter", "classifier"} and meta == META
+    diffs = report["max_abs_diff"]
+    assert any(k.startswith("segmenter/smear") for k in diffs)
+    assert any(k.startswith("classifier/") for k in diffs)
+    assert all(0 <= d <= ONNX_TOLERANCE for d in diffs.values())
+
+    # The exported folder's own graphs are used directly: nothing is exported.
+    monkeypatch.setattr(backends, "export_onnx", lambda *a, **k: pytest.fail("re-exported"))
+    runner = make_runner(models["segmenter"], "segment", "onnx", tmp_path / "cache",
+                         stage="segmenter", model_dir=out)
+    assert runner.path == out / "segmenter.onnx"
+    x = image_batch(1, 45, 67)
+    assert np.abs(runner(x) - TorchRunner(models["segmenter"], "segment")(x)).max() < 1e-4
+
+
+def test_corrupted_onnx_in_model_folder_is_refused(models: dict, folder: Path, tmp_path: Path):
+    bad = tmp_path / "bad"
+    save_model_folder(bad, models, META)
+    (bad / "segmenter.onnx").write_bytes(b"\x08\x07garbage, not protobuf" * 10)
+    with pytest.raises(ModelError, match="segmenter.onnx") as info:
+        make_runner(models["segmenter"], "segment", "onnx", tmp_path / "cache",
+                    model_dir=bad)
+    assert "ONNX" in str(info.value)
+    # A well-formed graph of other weights is refused too (it would give other answers).
+    other = build_model("unet_small", base_channels=4, depth=3)
+    export_onnx(other, bad / "segmenter.onnx")
+    with pytest.raises(ModelError, match="does not match"):
+        make_runner(models["segmenter"], "segment", "onnx", tmp_path / "cache",
+                    model_dir=bad)
