@@ -144,6 +144,43 @@ def predict(
 
 
 @app.command()
+def evaluate(
+    data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and "
+                                          "per_image.csv.")] = Path("allseg_eval"),
+    fmt: Annotated[str, typer.Option("--format", help="auto, allidb1, allidb2, masks, voc, "
+                                     "yolo.")] = "auto",
+    split: Annotated[str | None, typer.Option(
+        help="A reader split (BCCD: test), allidb-test20, or fold-K/N (the trainer's "
+        "hold_out = [N, K]).")] = None,
+    model: Annotated[str, typer.Option(help="'default' (bundled) or a model folder.")] = "default",
+    baseline: Annotated[str | None, typer.Option(
+        help="'classical': score the colour-threshold + watershed pipeline instead.")] = None,
+    um_per_px: Annotated[float | None, typer.Option(
+        "--um-per-px", help="Known pixel size (otherwise estimated per image).")] = None,
+    backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+) -> None:
+    """Score a model (or the classical baseline) against a dataset's labels."""
+    import json
+
+    from allseg.evaluation.run import evaluate as run_evaluation
+    from allseg.evaluation.splits import select
+
+    _check_backend(backend)
+    if baseline not in (None, "classical"):
+        raise typer.BadParameter(f"unknown baseline {baseline!r}; the only one is 'classical'")
+    if split and (split == "allidb-test20" or split.startswith("fold-")):
+        try:
+            select([], split)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    metrics = _or_exit(run_evaluation, data, out_dir, model=model, fmt=fmt, split=split,
+                       baseline=baseline, um_per_px=um_per_px, backend=backend)
+    out.print_json(json.dumps(metrics["metrics"]))
+    out.print(f"written to [bold]{out_dir}[/bold]/metrics.json and per_image.csv")
+
+
+@app.command()
 def export(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for the exported model.")],
     model: Annotated[str, typer.Option(help="'default' (bundled) or a model folder.")] = "default",

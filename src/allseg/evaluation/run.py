@@ -1,0 +1,71 @@
+"""``allseg evaluate``: predict a labelled dataset, score it and write the results."""
+
+from __future__ import annotations
+
+import csv
+import io
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from allseg import DISCLAIMER, __version__
+from allseg.data.readers import open_dataset
+from allseg.evaluation.score import EvalResult, evaluate_dataset
+from allseg.evaluation.splits import select
+from allseg.io.atomic import write_json_atomic, write_text_atomic
+
+
+def load_predictor(model: str, baseline: str | None, backend: str = "auto"):  # noqa: ANN201
+    """The network predictor, or the classical baseline when ``baseline == "classical"``."""
+    if baseline == "classical":
+        from allseg.inference.classical import ClassicalPredictor
+
+        return ClassicalPredictor()
+    if baseline is not None:
+        raise ValueError(f"unknown baseline {baseline!r}; the only one is 'classical'")
+    from allseg.inference.predictor import Predictor
+
+    return Predictor(model, backend=backend)
+
+
+def per_image_csv(result: EvalResult) -> str:
+    """Every per-image figure, one row per image, columns in first-seen order."""
+    columns: list[str] = []
+    for row in result.per_image:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer.writeheader()
+    writer.writerows(result.per_image)
+    return buffer.getvalue()
+
+
+def evaluate(data: str | Path, out: str | Path, model: str = "default", fmt: str = "auto",
+             split: str | None = None, baseline: str | None = None, folds: int = 5,
+             um_per_px: float | None = None, backend: str = "auto") -> dict[str, Any]:
+    """Evaluate on ``data`` and write ``metrics.json`` and ``per_image.csv`` into ``out``.
+
+    ``split``: a reader split (BCCD ``test``), ``allidb-test20`` or ``fold-K/N``.
+    """
+    reader_split = split if split and not (split == "allidb-test20"
+                                           or split.startswith("fold-")) else None
+    dataset = open_dataset(data, format=fmt, split=reader_split)
+    names = None
+    if split and reader_split is None:
+        names = set(select([p.stem for p in dataset.items], split, folds=folds))
+    predictor = load_predictor(model, baseline, backend)
+    result = evaluate_dataset(predictor, dataset, names_filter=names, um_per_px=um_per_px)
+    metrics = {
+        "dataset": {"path": str(data), "format": dataset.format, "split": split or "all",
+                    "images": len(result.per_image), "failures": result.failures},
+        "model": getattr(predictor, "model_info", {}),
+        "metrics": result.summary(),
+        "versions": {"allseg": __version__, "python": platform.python_version()},
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "disclaimer": DISCLAIMER,
+    }
+    out = Path(out)
+    write_text_atomic(out / "per_image.csv", per_image_csv(result))
+    write_json_atomic(out / "metrics.json", metrics)
+    return metrics
