@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.allseg-installed
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench eval clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,10 @@ lint: install
 
 bench: install
 	$(BIN)/python bench/model_speed.py
+
+# Headline accuracy of the bundled model and the classical baseline (bench/eval/).
+eval: install
+	bash bench/evaluate.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo_out

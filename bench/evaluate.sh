@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Headline figures of a model (default: the bundled one) and of the classical baseline:
+# 20 fresh synthetic ALL-IDB1 fields (a seed never used for training), BCCD's official test
+# split and Zheng Dataset 1 fold 0 of 5 (held out of the default recipe). Results go to
+# bench/eval/<set>/<model|classical>/metrics.json. Real datasets are skipped when ../shared
+# is absent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ALLSEG=${ALLSEG:-.venv/bin/allseg}
+MODEL=${MODEL:-default}
+OUT=${OUT:-bench/eval}
+DATA=${DATA:-../shared/data}
+
+[ -f "$OUT/synth/.complete" ] || { $ALLSEG synth --layout allidb1 --n 20 --seed 777 --out "$OUT/synth"; touch "$OUT/synth/.complete"; }
+run() {  # name, then evaluate's own arguments
+  local name=$1; shift
+  $ALLSEG evaluate "$@" --model "$MODEL" --out "$OUT/$name/model" > /dev/null
+  $ALLSEG evaluate "$@" --baseline classical --out "$OUT/$name/classical" > /dev/null
+  echo "$name done"
+}
+run synth-allidb1 --data "$OUT/synth"
+if [ -d "$DATA/bccd/BCCD" ]; then run bccd-test --data "$DATA/bccd/BCCD" --format voc --split test; fi
+if [ -d "$DATA/zheng_wbc/Dataset 1" ]; then
+  run zheng-fold0 --data "$DATA/zheng_wbc/Dataset 1" --format masks --split fold-0/5 --um-per-px 0.17
+fi
+.venv/bin/python bench/eval_table.py "$OUT"
