@@ -11,9 +11,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from skimage.segmentation import relabel_sequential
 
-from allseg.data.record import CYTOPLASM, NUCLEUS
 from allseg.inference.backends import make_runner, resolve_backend
 from allseg.inference.models import resolve_model_dir
 from allseg.inference.scale import resolve_scale
@@ -24,6 +22,7 @@ from allseg.outputs.schema import CellResult, ImageResult
 from allseg.postprocess.crops import cell_crops
 from allseg.postprocess.features import cell_features
 from allseg.postprocess.instances import instances_from_maps
+from allseg.postprocess.upsample import upsample_instances
 
 
 def _resize(arr: np.ndarray, size: tuple[int, int], interpolation: int) -> np.ndarray:
@@ -119,26 +118,12 @@ class Predictor:
 
     def _instances(self, class_prob: np.ndarray, centre: np.ndarray, shape: tuple[int, int],
                    scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """Split cells at the canonical scale, then draw their borders at full resolution.
-
-        Instances come from the small maps (fast watershed); each full-size pixel takes
-        the instance of its nearest small pixel and the class of the bilinearly upsampled
-        probabilities, so borders are smooth rather than blocky.
-        """
+        """Split cells at the canonical scale (fast watershed), then draw their borders
+        at full resolution."""
         min_area = float(self.thresholds["min_cell_area_um2"]) / self.canonical ** 2
         _, small_instances = instances_from_maps(class_prob, centre, max(1, int(min_area)),
                                                  float(self.thresholds["centre"]))
-        h, w = shape
-        instances = _resize(small_instances.astype(np.float32), (w, h),
-                            cv2.INTER_NEAREST).astype(np.int32)
-        prob = np.stack([_resize(p, (w, h), cv2.INTER_LINEAR) for p in class_prob])
-        label = prob.argmax(0)
-        instances[label == 0] = 0
-        instances = relabel_sequential(instances)[0].astype(np.int32)
-        parts = np.zeros((h, w), np.uint8)
-        parts[(instances > 0) & (label == 1)] = CYTOPLASM
-        parts[(instances > 0) & (label == 2)] = NUCLEUS
-        return parts, instances
+        return upsample_instances(class_prob, small_instances, shape)
 
     def _classify(self, image: np.ndarray, cells: list[dict], scale: float) -> np.ndarray:
         """P(blast) for every cell from a crop of fixed physical size around it."""
