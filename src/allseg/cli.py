@@ -147,7 +147,7 @@ def predict(
 def evaluate(
     data: Annotated[Path, typer.Option("--data", help="Labelled dataset folder.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for metrics.json and "
-                                          "per_image.csv.")] = Path("allseg_eval"),
+                                          "per_image.csv and report.html.")] = Path("allseg_eval"),
     fmt: Annotated[str, typer.Option("--format", help="auto, allidb1, allidb2, masks, voc, "
                                      "yolo.")] = "auto",
     split: Annotated[str | None, typer.Option(
@@ -177,7 +177,7 @@ def evaluate(
     metrics = _or_exit(run_evaluation, data, out_dir, model=model, fmt=fmt, split=split,
                        baseline=baseline, um_per_px=um_per_px, backend=backend)
     out.print_json(json.dumps(metrics["metrics"]))
-    out.print(f"written to [bold]{out_dir}[/bold]/metrics.json and per_image.csv")
+    out.print(f"written to [bold]{out_dir}[/bold]: metrics.json, per_image.csv, report.html")
 
 
 @app.command()

@@ -11,6 +11,7 @@ from typing import Any
 
 from allseg import DISCLAIMER, __version__
 from allseg.data.readers import open_dataset
+from allseg.evaluation.report import truth_overlay, worst_images, write_report
 from allseg.evaluation.score import EvalResult, evaluate_dataset
 from allseg.evaluation.splits import select
 from allseg.io.atomic import write_json_atomic, write_text_atomic
@@ -41,10 +42,34 @@ def per_image_csv(result: EvalResult) -> str:
     return buffer.getvalue()
 
 
+#: Per-image figures that rank the worst images for the report's gallery, in order of use.
+GALLERY_KEYS = ("cell_dice", "blast_f1", "box_f1", "image_score")
+
+
+def gallery(predictor, dataset, per_image: list[dict], um_per_px: float | None,  # noqa: ANN001
+            n: int = 4) -> list[tuple[str, Any, Any]]:
+    """Truth and prediction overlays of the ``n`` worst images (predicted once more)."""
+    from allseg.outputs.overlay import draw_overlay
+
+    key = next((k for k in GALLERY_KEYS if any(r.get(k) is not None for r in per_image)), None)
+    if key is None:
+        return []
+    index = {p.stem: i for i, p in enumerate(dataset.items)}
+    items = []
+    for name in worst_images(per_image, key, n):
+        record = dataset[index[name]]
+        predicted = predictor.predict_image(record.image, name, um_per_px=um_per_px)
+        row = next(r for r in per_image if str(r["image"]) == name)
+        items.append((f"{name}: {key} {row[key]:.3f}",
+                      truth_overlay(record.image, record.parts, record.instances),
+                      draw_overlay(record.image, predicted)))
+    return items
+
+
 def evaluate(data: str | Path, out: str | Path, model: str = "default", fmt: str = "auto",
              split: str | None = None, baseline: str | None = None, folds: int = 5,
              um_per_px: float | None = None, backend: str = "auto") -> dict[str, Any]:
-    """Evaluate on ``data`` and write ``metrics.json`` and ``per_image.csv`` into ``out``.
+    """Evaluate on ``data``; write ``metrics.json``, ``per_image.csv`` and ``report.html``.
 
     ``split``: a reader split (BCCD ``test``), ``allidb-test20`` or ``fold-K/N``.
     """
@@ -68,4 +93,6 @@ def evaluate(data: str | Path, out: str | Path, model: str = "default", fmt: str
     out = Path(out)
     write_text_atomic(out / "per_image.csv", per_image_csv(result))
     write_json_atomic(out / "metrics.json", metrics)
+    write_report(out, metrics, result.per_image,
+                 gallery(predictor, dataset, result.per_image, um_per_px))
     return metrics
