@@ -30,7 +30,7 @@ lint: install
 	$(BIN)/ruff check src tests bench
 
 bench: install
-	$(BIN)/python bench/model_speed.py
+	$(BIN)/python bench/run.py
 
 # Headline accuracy of the bundled model and the classical baseline (bench/eval/).
 eval: install
