@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -9,9 +10,17 @@ from pathlib import Path
 from rich.progress import track
 
 from allseg.errors import AllsegError, InputError
+from allseg.inference.distributed import barrier, rank_and_world, shard
 from allseg.inference.predictor import Predictor
+from allseg.io.atomic import write_json_atomic
 from allseg.io.images import is_image_file
-from allseg.outputs.writers import RunWriter, outputs_complete, write_image_outputs
+from allseg.outputs.schema import Failure
+from allseg.outputs.writers import (
+    RunWriter,
+    output_paths,
+    outputs_complete,
+    write_image_outputs,
+)
 
 
 def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
@@ -46,22 +55,55 @@ def unique_stems(files: list[Path]) -> list[str]:
 def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | Path,
                   um_per_px: float | None = None, cell_diameter_px: float | None = None,
                   skip_existing: bool = False, progress: bool = True) -> RunWriter:
-    """Predict every image and write the output contract; failures are recorded, not fatal."""
+    """Predict every image and write the output contract; failures are recorded, not fatal.
+
+    Under ``torchrun`` each rank predicts its own shard of the sorted file list and rank 0
+    writes ``cells.csv`` and ``summary.json`` for all of them once every rank is done. The
+    run tables are built from the ``S.json`` files on disk, so images finished by an
+    earlier (killed) run and skipped with ``skip_existing`` are counted too.
+    """
     files = collect_images(inputs)
     out_dir = Path(out_dir)
-    writer = RunWriter(out_dir, model=predictor.model_info)
     jobs = list(zip(files, unique_stems(files), strict=True))
-    for path, stem in track(jobs, description="predicting", disable=not progress,
-                            console=None):
+    rank, world = rank_and_world()
+    failures: dict[str, Failure] = {}
+    for path, stem in track(shard(jobs, rank, world), description=f"predicting (rank {rank})"
+                            if world > 1 else "predicting", disable=not progress):
         if skip_existing and outputs_complete(out_dir, stem):
             continue
         try:
             result, image = predictor.predict_path(path, um_per_px, cell_diameter_px)
             write_image_outputs(result, image, out_dir, stem)
-            writer.add(result)
         except (AllsegError, OSError, ValueError) as exc:
             message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
             print(f"error: {message}", file=sys.stderr)
-            writer.add_failure(path, message)
-    writer.close()
+            failures[stem] = Failure(str(path), message)
+    if world > 1:
+        failures = _exchange_failures(out_dir, failures, rank, world)
+    writer = RunWriter(out_dir, model=predictor.model_info)
+    for _, stem in jobs:
+        if stem in failures:
+            writer.add(failures[stem])
+        elif outputs_complete(out_dir, stem):
+            json_path = output_paths(out_dir, stem)["json"]
+            writer.add_json(json.loads(json_path.read_text(encoding="utf-8")))
+    if rank == 0:
+        writer.close()
     return writer
+
+
+def _exchange_failures(out_dir: Path, mine: dict[str, Failure], rank: int, world: int
+                       ) -> dict[str, Failure]:
+    """Every rank's failures, through small files in the output folder and a barrier."""
+    write_json_atomic(out_dir / f".failures.rank{rank}.json",
+                      {stem: [f.image, f.error] for stem, f in mine.items()})
+    barrier()
+    merged: dict[str, Failure] = {}
+    for r in range(world):
+        part = out_dir / f".failures.rank{r}.json"
+        merged.update({stem: Failure(*v) for stem, v in json.loads(part.read_text()).items()})
+    barrier()
+    if rank == 0:
+        for r in range(world):
+            (out_dir / f".failures.rank{r}.json").unlink(missing_ok=True)
+    return merged

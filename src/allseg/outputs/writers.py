@@ -59,10 +59,12 @@ def write_image_outputs(result: ImageResult, image: np.ndarray, out_dir: str | P
     return paths
 
 
-def _csv_rows(result: ImageResult) -> list[list[Any]]:
-    return [[result.image, cell.id, cell.cls, cell.blast_probability, *cell.centroid,
-             *cell.bbox, cell.area_px, *(cell.features.get(k) for k in FEATURE_KEYS)]
-            for cell in result.cells]
+def _csv_rows(data: dict[str, Any]) -> list[list[Any]]:
+    """CSV rows of one image, from its ``S.json`` contract (so skipped images count too)."""
+    return [[data["image"], cell["id"], cell["class"], cell["blast_probability"],
+             *cell["centroid"], *cell["bbox"], cell["area_px"],
+             *(cell["features"].get(k) for k in FEATURE_KEYS)]
+            for cell in data["cells"]]
 
 
 class RunWriter:
@@ -84,13 +86,18 @@ class RunWriter:
         if isinstance(item, Failure):
             self.failures.append(item)
             return
+        self.add_json(item.to_json())
+
+    def add_json(self, data: dict[str, Any]) -> None:
+        """Add an image from its ``S.json`` contents (e.g. one finished by an earlier run)."""
         if self.model is None:
-            self.model = item.model
-        self.rows.extend(_csv_rows(item))
-        self.images.append({"image": item.image, "verdict": item.verdict,
-                            "blast_count": item.blast_count,
-                            "leukocyte_count": item.leukocyte_count,
-                            "seconds": item.seconds})
+            self.model = data.get("model")
+        self.rows.extend(_csv_rows(data))
+        timings = data.get("timings") or {}
+        self.images.append({"image": data["image"], "verdict": data["verdict"],
+                            "blast_count": data["blast_count"],
+                            "leukocyte_count": data["leukocyte_count"],
+                            "seconds": float(timings.get("total", sum(timings.values())))})
 
     def add_failure(self, path: str | Path, error_message: str) -> None:
         self.add(Failure(str(path), error_message))
