@@ -102,3 +102,31 @@ def test_killed_run_leaves_no_partial_files_and_skip_existing_finishes_it(
     assert done.returncode == 0, done.stderr
     assert _comparable(out) == _comparable(single)
     shutil.rmtree(out)
+
+
+def test_two_process_ddp_training_then_resume(tmp_path: Path) -> None:
+    """Lightning DDP on CPU (gloo): rank 0 writes the model; --resume continues it."""
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        'patch_size = 64\ncrop_size = 32\nval_fraction = 0.4\n'
+        'accelerator = "cpu"\ndevices = 2\nstrategy = "ddp"\n'
+        '[segmenter]\nkwargs = { base_channels = 4, depth = 3 }\nepochs = 1\n'
+        'steps_per_epoch = 2\nbatch_size = 2\n'
+        '[classifier]\nkwargs = { width = 4 }\nepochs = 1\nsteps_per_epoch = 2\nbatch_size = 4\n'
+        '[[data]]\nsynth = { layout = "masks", n = 4, seed = 5 }\n', encoding="utf-8")
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "allseg", "train", "-c", str(recipe), "--out", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(base, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from allseg.models import load_model_folder
+
+    _, meta = load_model_folder(run / "model")
+    assert meta["training"]["segmenter"]["world_size"] == 2
+    assert not list((run / "checkpoints").rglob(".*.tmp"))
+    shutil.rmtree(run / "model")  # as if the run died before writing its model folder
+    done = subprocess.run([*base, "--resume", "--stage", "segmenter", "--epochs", "2"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    _, meta = load_model_folder(run / "model")
+    assert meta["training"]["segmenter"]["epochs_run"] == 2

@@ -102,6 +102,9 @@ class TrainConfig(_Strict):
     fold: int = Field(0, ge=0)
     accelerator: str = "auto"
     devices: int | str = "auto"
+    #: Lightning strategy: "auto", "ddp" (gloo on CPU, NCCL on GPU), ...
+    strategy: str = "auto"
+    num_nodes: int = Field(1, ge=1)
     precision: str = "auto"
     num_workers: int = Field(0, ge=0)
     segmenter: SegmenterConfig = SegmenterConfig()

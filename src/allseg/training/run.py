@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from rich.progress import track
 from torch.utils.data import DataLoader
 
@@ -121,6 +123,19 @@ def _loggers(run_dir: Path, stage: str) -> list:
     return loggers
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file and rename: a kill mid-write never leaves a
+    truncated ``last.ckpt`` for ``--resume`` to choke on."""
+
+    def save_checkpoint(self, checkpoint: dict, path: str | Path,
+                        storage_options: object = None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
 class KeepBestWeights(L.Callback):
     """Hold the best model weights in memory, so none are read back from a pickled checkpoint."""
 
@@ -169,6 +184,8 @@ def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
     if precision == "auto":
         precision = "16-mixed" if torch.cuda.is_available() else "32-true"
     trainer = L.Trainer(max_epochs=st.epochs, accelerator=cfg.accelerator, devices=cfg.devices,
+                        strategy=cfg.strategy, num_nodes=cfg.num_nodes,
+                        plugins=[AtomicCheckpointIO()],
                         precision=precision, callbacks=callbacks,
                         logger=_loggers(run_dir, stage),
                         limit_train_batches=st.steps_per_epoch, log_every_n_steps=5,
@@ -181,6 +198,7 @@ def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
         model.load_state_dict(keep.state)
     model.eval()
     summary = {"arch": st.arch, "epochs_run": trainer.current_epoch,
+               "world_size": trainer.world_size, "global_zero": trainer.is_global_zero,
                "seconds": round(time.perf_counter() - started, 1),
                "n_train": len(data.train), "n_val": len(data.val),
                "best": {k: round(v, 4) for k, v in keep.metrics.items()}}
@@ -218,6 +236,8 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
         for stage in todo:
             model, summary = fit_stage(stage, cfg, data[stage], run_dir, resume)
             models[stage] = model
+            is_zero = summary.pop("global_zero")
             meta["training"][stage] = {**summary, "data": _describe_sources(cfg)}
-            save_model_folder(model_dir, models, meta)
+            if is_zero:  # one writer under DDP; the others hold identical weights
+                save_model_folder(model_dir, models, meta)
     return model_dir
