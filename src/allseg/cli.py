@@ -82,6 +82,9 @@ def train(
     fold: Annotated[int | None, typer.Option(help="Which fold is validation.")] = None,
     devices: Annotated[str | None, typer.Option(
         help="Accelerator devices (auto, 1, 2...).")] = None,
+    nodes: Annotated[int | None, typer.Option(help="Machines (with torchrun or SLURM).")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="Lightning strategy: auto, ddp (gloo on CPU, NCCL on GPU)...")] = None,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue from the run folder's last checkpoint.")] = False,
     base_model: Annotated[Path | None, typer.Option(
@@ -96,7 +99,7 @@ def train(
 
     overrides = list(override or [])
     for key, value in (("out", out_dir), ("stage", stage), ("folds", folds), ("fold", fold),
-                       ("devices", devices)):
+                       ("devices", devices), ("num_nodes", nodes), ("strategy", strategy)):
         if value is not None:
             overrides.append(f"{key}={_toml_literal(value)}")
     if epochs is not None:
