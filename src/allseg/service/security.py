@@ -76,7 +76,8 @@ class FailureLimiter:
 
     def __init__(self, limit: int = 10, window_s: float = 60.0, max_clients: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window_s, self.max_clients, self.clock = limit, window_s, max_clients, clock
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self.max_clients = max_clients
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
