@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from allseg.cli import app
 
 runner = CliRunner()
-COMMANDS = ("synth", "train", "predict", "evaluate", "export", "demo", "version")
+COMMANDS = ("synth", "train", "predict", "evaluate", "export", "serve", "demo", "version")
 
 
 def test_top_level_help_lists_every_command_and_the_disclaimer() -> None:

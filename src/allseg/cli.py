@@ -208,6 +208,26 @@ def _check_backend(backend: str) -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address (loopback by default).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (1234, as the original project).")] = 1234,
+    model: Annotated[str, typer.Option(help="'default' (bundled) or a model folder.")] = "default",
+    api_key: Annotated[str | None, typer.Option(
+        help="Require this key (X-API-Key or Authorization: Bearer); default: env "
+        "ALLSEG_API_KEY.")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Server processes (1 keeps result downloads working).")] = 1,
+    backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+) -> None:
+    """Serve the model over HTTP: web page at /, API at /v1, legacy POST /Inference."""
+    from allseg.service.app import serve as run_server
+
+    _check_backend(backend)
+    _or_exit(run_server, host=host, port=port, model=model, api_key=api_key, workers=workers,
+             backend=backend)
+
+
+@app.command()
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Demo folder.")] = Path("demo_out"),
 ) -> None:
