@@ -311,3 +311,17 @@ def test_real_zheng() -> None:
     for rec in (ds[0], ds[299]):
         assert rec.image.shape == (120, 120, 3)
         assert set(np.unique(rec.parts)) == {0, CYTOPLASM, NUCLEUS} and rec.instances.max() >= 1
+
+
+def test_synthetic_mask_folder_keeps_blast_labels_and_scale(tmp_path: Path) -> None:
+    """Exact cell classes and pixel size of generated mask folders are not lost."""
+    from allseg.synth import write_dataset
+
+    write_dataset("masks", tmp_path, n=3, seed=21)
+    ds = open_dataset(tmp_path)
+    for i, path in enumerate(ds.items):
+        cells = json.loads((tmp_path / "cells" / f"{path.stem}.json").read_text())
+        record = ds[i]
+        assert record.um_per_px == pytest.approx(cells["um_per_px"])
+        assert record.cell_labels == {c["id"]: "blast" if c["is_blast"] else "leukocyte"
+                                      for c in cells["cells"]}

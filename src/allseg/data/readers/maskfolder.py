@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from allseg.data.readers.allidb1 import read_cells_json
 from allseg.data.readers.base import (
     Dataset,
     Item,
@@ -58,11 +59,16 @@ class MaskFolder(Dataset):
         if (self.root / "images").is_dir() or (self.root / "masks").is_dir():
             images = image_files(self.folder("images"))
             items = self.pair(images, image_files(self.folder("masks")), "mask")
-            instances = self.root / "instances"
-            return [Item(it.image, {**it.labels, "instances": instances / f"{it.image.stem}.png"})
-                    if (instances / f"{it.image.stem}.png").is_file() else it for it in items]
+            return [Item(it.image, {**it.labels, **self._optional_labels(it.image.stem)})
+                    for it in items]
         return self.pair(image_files(self.root, PAIRED_SUFFIXES),
                          image_files(self.root, (".png",)), "mask")
+
+    def _optional_labels(self, stem: str) -> dict[str, Path]:
+        """Synthetic data's exact ``instances/NAME.png`` and ``cells/NAME.json``, if present."""
+        candidates = {"instances": self.root / "instances" / f"{stem}.png",
+                      "cells": self.root / "cells" / f"{stem}.json"}
+        return {role: path for role, path in candidates.items() if path.is_file()}
 
     def _load(self, item: Item) -> Record:
         image = read_image(item.image)
@@ -76,5 +82,8 @@ class MaskFolder(Dataset):
                                                record.shape).astype(np.int32)
         else:
             record.instances = components(record.parts > 0)
-        record.cell_labels = all_leukocytes(record.instances)
+        if "cells" in item.labels:
+            record.cell_labels, record.um_per_px = read_cells_json(item.labels["cells"])
+        else:
+            record.cell_labels = all_leukocytes(record.instances)
         return record
