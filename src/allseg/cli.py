@@ -131,7 +131,12 @@ def predict(
     skip_existing: Annotated[bool, typer.Option(
         help="Skip images whose outputs are already complete.")] = False,
 ) -> None:
-    """Segment leukocytes and flag blasts; writes the outputs of DESIGN.md per image."""
+    """Segment leukocytes and flag blasts.
+
+    Per image S: S.json (verdict, per-cell numbers), S_parts.png, S_instances.png,
+    S_overlay.png, S.geojson; per run: cells.csv and summary.json. A bad file is reported
+    and the rest go on (exit code 1).
+    """
     from allseg.inference.batch import collect_images, predict_files
     from allseg.inference.predictor import Predictor
 
