@@ -116,3 +116,25 @@ def test_coordinates_are_in_original_pixels_at_any_scale(
     assert dist.max() < 6 * max(1.0, factor), dist
     area_ratio = sum(c.area_px for c in scaled.cells) / sum(c.area_px for c in base.cells)
     assert area_ratio == pytest.approx(factor ** 2, rel=0.1)
+
+
+def test_extra_formats_coco_and_imagej(run_dir: Path, predictor: Predictor,
+                                       tmp_path: Path) -> None:
+    import zipfile
+
+    from roifile import ImagejRoi
+
+    out = tmp_path / "fmt"
+    predict_files(predictor, [run_dir.parent / "inputs" / "field.png"], out, progress=False,
+                  formats=["coco", "imagej-roi"])
+    data = json.loads((out / "field.json").read_text())
+    coco = json.loads((out / "coco.json").read_text())
+    assert len(coco["annotations"]) == len(data["cells"]) and coco["images"][0]["width"] == 1200
+    assert {c["name"] for c in coco["categories"]} == {"leukocyte", "blast"}
+    for ann in coco["annotations"]:
+        assert len(ann["segmentation"][0]) >= 6 and ann["bbox"][2] > 0
+    with zipfile.ZipFile(out / "field_rois.zip") as archive:
+        names = archive.namelist()
+        assert len(names) == len(data["cells"])
+        roi = ImagejRoi.frombytes(archive.read(names[0]))
+        assert len(roi.coordinates()) == len(data["cells"][0]["contour"])

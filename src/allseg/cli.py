@@ -130,6 +130,9 @@ def predict(
         help="auto (ONNX Runtime on CPU, PyTorch on CUDA), onnx or torch.")] = "auto",
     skip_existing: Annotated[bool, typer.Option(
         help="Skip images whose outputs are already complete.")] = False,
+    fmt: Annotated[list[str] | None, typer.Option(
+        "--format", help="Extra instance outputs: coco (coco.json), imagej-roi (S_rois.zip); "
+        "qupath (S.geojson) is always written. Repeatable.")] = None,
 ) -> None:
     """Segment leukocytes and flag blasts.
 
@@ -142,9 +145,16 @@ def predict(
 
     files = _or_exit(collect_images, inputs)
     _check_backend(backend)
+    from allseg.outputs.interop import FORMATS
+
+    unknown = set(fmt or ()) - set(FORMATS)
+    if unknown:
+        raise typer.BadParameter(f"unknown format(s) {', '.join(sorted(unknown))}; choose from "
+                                 f"{', '.join(FORMATS)}")
     predictor = _or_exit(Predictor, model, backend=backend, tta=tta)
     writer = _or_exit(predict_files, predictor, files, out_dir, um_per_px=um_per_px,
-                      cell_diameter_px=cell_diameter, skip_existing=skip_existing)
+                      cell_diameter_px=cell_diameter, skip_existing=skip_existing,
+                      formats=fmt or ())
     out.print(f"{len(writer.images)} image(s) done, {len(writer.failures)} failed; "
               f"outputs in [bold]{out_dir}[/bold]")
     if writer.failures:

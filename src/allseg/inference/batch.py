@@ -14,6 +14,7 @@ from allseg.inference.distributed import barrier, rank_and_world, shard
 from allseg.inference.predictor import Predictor
 from allseg.io.atomic import write_json_atomic
 from allseg.io.images import is_image_file
+from allseg.outputs.interop import write_extra_formats
 from allseg.outputs.schema import Failure
 from allseg.outputs.writers import (
     RunWriter,
@@ -54,13 +55,16 @@ def unique_stems(files: list[Path]) -> list[str]:
 
 def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | Path,
                   um_per_px: float | None = None, cell_diameter_px: float | None = None,
-                  skip_existing: bool = False, progress: bool = True) -> RunWriter:
+                  skip_existing: bool = False, progress: bool = True,
+                  formats: Iterable[str] = ()) -> RunWriter:
     """Predict every image and write the output contract; failures are recorded, not fatal.
 
     Under ``torchrun`` each rank predicts its own shard of the sorted file list and rank 0
     writes ``cells.csv`` and ``summary.json`` for all of them once every rank is done. The
     run tables are built from the ``S.json`` files on disk, so images finished by an
-    earlier (killed) run and skipped with ``skip_existing`` are counted too.
+    earlier (killed) run and skipped with ``skip_existing`` are counted too. ``formats``
+    adds instance outputs for other tools (``coco``, ``imagej-roi``; ``qupath`` GeoJSON is
+    always written).
     """
     files = collect_images(inputs)
     out_dir = Path(out_dir)
@@ -81,14 +85,17 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     if world > 1:
         failures = _exchange_failures(out_dir, failures, rank, world)
     writer = RunWriter(out_dir, model=predictor.model_info)
+    done: list[tuple[str, dict]] = []
     for _, stem in jobs:
         if stem in failures:
             writer.add(failures[stem])
         elif outputs_complete(out_dir, stem):
             json_path = output_paths(out_dir, stem)["json"]
-            writer.add_json(json.loads(json_path.read_text(encoding="utf-8")))
+            done.append((stem, json.loads(json_path.read_text(encoding="utf-8"))))
+            writer.add_json(done[-1][1])
     if rank == 0:
         writer.close()
+        write_extra_formats(out_dir, done, list(formats))
     return writer
 
 

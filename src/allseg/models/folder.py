@@ -134,7 +134,7 @@ def _read_config(path: Path) -> FolderConfig:
         raise ModelError(f"{path}: larger than {MAX_CONFIG_BYTES} bytes; not a model config")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelError(f"{path}: not valid JSON ({exc})") from exc
     try:
         return FolderConfig.model_validate(raw)

@@ -124,7 +124,7 @@ def _parse_value(text: str) -> Any:
     """Parse an override value as TOML (numbers, booleans, arrays) or fall back to a string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):  # RecursionError: absurdly nested
         return text
 
 
@@ -157,7 +157,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise InputError(path, "config file not found") from exc
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise InputError(path, f"not valid TOML: {exc}") from exc
     try:
         raw = apply_overrides(raw, list(overrides))

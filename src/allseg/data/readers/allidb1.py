@@ -66,8 +66,8 @@ class AllIdb1(Dataset):
             try:
                 if len(fields) != 2:
                     raise ValueError
-                points.append((int(fields[0]), int(fields[1])))
-            except ValueError:
+                points.append((float(int(fields[0])), float(int(fields[1]))))
+            except (ValueError, OverflowError):  # OverflowError: too large for a float
                 self.problem(path, f"expected two integers 'x y', got {line.strip()!r}; "
                              "line skipped", line=number)
         return np.array(points, dtype=float).reshape(-1, 2)
