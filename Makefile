@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.allseg-installed
 
-.PHONY: install demo test lint bench eval clean
+.PHONY: install demo test lint bench eval fuzz clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ bench: install
 # Headline accuracy of the bundled model and the classical baseline (bench/eval/).
 eval: install
 	bash bench/evaluate.sh
+
+# Longer coverage-guided fuzzing of every input surface (FUZZ_SECONDS in total).
+FUZZ_SECONDS ?= 300
+fuzz: install
+	$(BIN)/python -m pip install -q -e '.[fuzz]'
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo_out

@@ -6,6 +6,7 @@ pixel mode) ends in an :class:`~allseg.errors.ImageReadError` naming the file.
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -17,6 +18,10 @@ from allseg.errors import ImageReadError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 #: Refuse images with more pixels than this (a 10000x10000 scan is 1e8).
 MAX_PIXELS = 250_000_000
+#: What Pillow's decoders raise on malformed files (beyond OSError), e.g. TypeError
+#: "Missing dimensions" from a TIFF without a width tag, or struct.error.
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError,
+                 ZeroDivisionError, struct.error)
 
 
 def is_image_file(path: Path) -> bool:
@@ -76,11 +81,12 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise ImageReadError(path, f"refused as a decompression bomb: {exc}") from exc
     except UnidentifiedImageError:
-        return _read_with_tifffile(path) if path.suffix.lower() in (".tif", ".tiff") else \
-            _raise_unreadable(path, "not an image file Pillow can identify")
-    except (OSError, ValueError, SyntaxError) as exc:
         if path.suffix.lower() in (".tif", ".tiff"):
-            return _read_with_tifffile(path)
+            return _read_with_tifffile(path, max_pixels)
+        _raise_unreadable(path, "not an image file Pillow can identify")
+    except DECODE_ERRORS as exc:
+        if path.suffix.lower() in (".tif", ".tiff"):
+            return _read_with_tifffile(path, max_pixels)
         raise ImageReadError(path, f"unreadable or truncated image ({exc})") from exc
 
 
@@ -88,14 +94,27 @@ def _raise_unreadable(path: Path, problem: str) -> np.ndarray:
     raise ImageReadError(path, problem)
 
 
-def _read_with_tifffile(path: Path) -> np.ndarray:
-    """Fallback for TIFF variants Pillow cannot decode (e.g. 16-bit RGB)."""
+def _tiff_first_page(path: Path, max_pixels: int) -> np.ndarray:
+    """The first page of a TIFF via tifffile, refusing too many pixels before decoding."""
     import tifffile
 
     try:
-        arr = tifffile.imread(path, key=0)
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            w, h = int(page.imagewidth), int(page.imagelength)
+            if w * h > max_pixels:
+                raise ImageReadError(path, f"{w}x{h} = {w * h:,} pixels exceeds the limit of "
+                                     f"{max_pixels:,} (a possible decompression bomb)")
+            return np.asarray(page.asarray())
+    except ImageReadError:
+        raise
     except Exception as exc:  # tifffile raises many types for corrupt files
         raise ImageReadError(path, f"unreadable TIFF ({exc})") from exc
+
+
+def _read_with_tifffile(path: Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Fallback for TIFF variants Pillow cannot decode (e.g. 16-bit RGB)."""
+    arr = _tiff_first_page(path, max_pixels)
     arr = _to_uint8(np.asarray(arr))
     if arr.ndim == 2:
         arr = np.repeat(arr[..., None], 3, axis=2)
@@ -120,14 +139,11 @@ def read_mask(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 arr = np.asarray(img)
     except ImageReadError:
         raise
-    except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"mask refused as a decompression bomb: {exc}") from exc
+    except (*DECODE_ERRORS, UnidentifiedImageError) as exc:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            try:
-                arr = tifffile.imread(path, key=0)
-            except Exception as exc2:
-                raise ImageReadError(path, f"unreadable mask ({exc2})") from exc2
+            arr = _tiff_first_page(path, max_pixels)
             if arr.ndim == 3:
                 arr = arr[..., 0]
         else:

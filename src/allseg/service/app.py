@@ -46,7 +46,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from allseg import DISCLAIMER, __version__
 from allseg.errors import ImageReadError
 from allseg.io.atomic import encode_image
-from allseg.io.images import _pil_to_rgb, read_image
+from allseg.io.images import DECODE_ERRORS, _pil_to_rgb, read_image
 from allseg.outputs.geojson import to_geojson
 from allseg.outputs.overlay import draw_overlay
 from allseg.outputs.schema import ALL_SUSPECTED, ImageResult
@@ -129,7 +129,7 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
             return _decode_tiff(data, max_pixels)
         raise ServiceError(415, "not an image: the upload is not in a format Pillow can "
                            "identify (send JPEG, PNG, TIFF or BMP)") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except DECODE_ERRORS as exc:
         if is_tiff:
             return _decode_tiff(data, max_pixels)
         raise ServiceError(422, f"corrupt or truncated image: {exc}") from exc

@@ -132,8 +132,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            os.replace(tmp, path)
+        except BaseException:  # e.g. a full disk: drop the half file, keep the old checkpoint
+            tmp.unlink(missing_ok=True)
+            raise
 
 
 class KeepBestWeights(L.Callback):

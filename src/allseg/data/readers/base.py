@@ -125,7 +125,7 @@ class Dataset:
             return None
         if not split_file.is_file():
             raise InputError(split_file, f"no split file for split {self.split!r}")
-        return {s.strip() for s in split_file.read_text().splitlines() if s.strip()}
+        return {s.strip() for s in split_file.read_text(errors="replace").splitlines() if s.strip()}
 
 
 def image_files(folder: Path, suffixes: tuple[str, ...] | None = None) -> list[Path]:
@@ -158,7 +158,8 @@ def clip_boxes(dataset: Dataset, source: Path, boxes: np.ndarray,
     boxes = np.asarray(boxes, float).reshape(-1, 4)
     h, w = shape
     clipped = np.clip(boxes, 0, [w, h, w, h])
-    empty = (clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+    empty = ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
+             | ~np.isfinite(clipped).all(axis=1))  # a NaN coordinate makes no box
     for box in boxes[empty]:
         dataset.warn(f"{source}: empty box {box.tolist()} after clipping to {w}x{h}; dropped")
     return clipped[~empty]

@@ -18,10 +18,10 @@ def read_class_names(root: Path) -> list[str] | None:
     """Class names from ``classes.txt`` or the ``names:`` entry of ``data.yaml``."""
     classes = root / "classes.txt"
     if classes.is_file():
-        return [s.strip() for s in classes.read_text().splitlines() if s.strip()]
+        return [s.strip() for s in classes.read_text(errors="replace").splitlines() if s.strip()]
     for name in ("data.yaml", "data.yml"):
         if (root / name).is_file():
-            return _yaml_names((root / name).read_text())
+            return _yaml_names((root / name).read_text(errors="replace"))
     return None
 
 
