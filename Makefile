@@ -23,11 +23,11 @@ demo: install
 	$(BIN)/allseg demo
 
 test: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
 	$(BIN)/python -m pytest -q -n 2
 
 lint: install
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src tests bench fuzz
 
 bench: install
 	$(BIN)/python bench/run.py
