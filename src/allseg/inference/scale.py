@@ -37,6 +37,11 @@ MIN_NUCLEUS_AREA_FRACTION = 0.25
 _DIST_MASK = 5
 
 
+#: Below this working size (single-cell crops) the slide colour is taken as one global
+#: colour, from the brightest fifth of pixels.
+LOCAL_SLIDE_MIN_SIDE = 400
+
+
 @dataclass(frozen=True)
 class ScaleEstimate:
     """Result of :func:`estimate_scale`; ``reliable=False`` means: warn the user."""
@@ -59,18 +64,33 @@ def _downsample(image: np.ndarray) -> tuple[np.ndarray, float]:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA), float(factor)
 
 
-def _foreground(image: np.ndarray) -> np.ndarray:
-    """Cells versus slide: Otsu on the colour distance from the background colour.
+def _slide_colour(blurred: np.ndarray) -> np.ndarray:
+    """The slide's colour at every pixel, following uneven illumination (vignetting).
 
-    The slide may be white, bluish or yellowish depending on stain and lamp, but it is
-    always the brightest large population, so its colour is estimated from the
-    brightest fifth of pixels rather than assumed.
+    The slide is the brightest thing within any window larger than a cell, so a max
+    filter over a coarse copy (where specks and highlights have averaged away) and a
+    blur give its colour everywhere; a single global colour would count dim corners
+    of a sparse field as cells.
     """
+    h, w = blurred.shape[:2]
+    if max(h, w) < LOCAL_SLIDE_MIN_SIDE:  # a crop: too small for windows wider than a cell
+        green_cdf = np.cumsum(np.bincount(blurred[..., 1].ravel(), minlength=256))
+        bright_level = int(np.searchsorted(green_cdf, 0.8 * green_cdf[-1]))
+        colour = blurred[blurred[..., 1] >= bright_level].mean(axis=0)
+        return np.full_like(blurred, np.round(colour))
+    step = 8
+    coarse = cv2.resize(blurred, (max(1, w // step), max(1, h // step)),
+                        interpolation=cv2.INTER_AREA)
+    k = max(3, (max(h, w) // (6 * step)) | 1)
+    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
+    slide = cv2.blur(cv2.dilate(coarse, kernel), (k, k))
+    return cv2.resize(slide, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _foreground(image: np.ndarray) -> np.ndarray:
+    """Cells versus slide: Otsu on the colour distance from the local slide colour."""
     blurred = cv2.GaussianBlur(image, (5, 5), 0)
-    green_cdf = np.cumsum(np.bincount(blurred[..., 1].ravel(), minlength=256))
-    bright_level = int(np.searchsorted(green_cdf, 0.8 * green_cdf[-1]))
-    background = blurred[blurred[..., 1] >= bright_level].mean(axis=0)
-    difference = cv2.absdiff(blurred, np.full_like(blurred, np.round(background)))
+    difference = cv2.absdiff(blurred, _slide_colour(blurred))
     distance = cv2.transform(difference, np.full((1, 3), 1.0 / 3.0))  # mean |difference|
     scaled = cv2.convertScaleAbs(distance, alpha=255.0 / max(int(distance.max()), 1))
     _, mask = cv2.threshold(scaled, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
