@@ -87,14 +87,10 @@ def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def peak_rss_mb(image_path: Path) -> float:
-    """Peak resident memory of a fresh ``allseg predict`` process on one field."""
-    code = ("import resource, sys; from allseg.cli import main; sys.argv = ['allseg', 'predict', "
-            f"{str(image_path)!r}, '--out', {str(image_path.parent / 'rss')!r}]\n"
-            "try:\n    main()\nexcept SystemExit:\n    pass\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    return int(done.stdout.strip().splitlines()[-1]) / 1024
+    """Peak resident memory of a fresh ``allseg predict`` process on one image."""
+    subprocess.run([sys.executable, "-m", "allseg", "predict", str(image_path), "--out",
+                    str(image_path.parent / "rss")], capture_output=True, check=True)
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> None:
