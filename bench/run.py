@@ -87,10 +87,19 @@ def gflops(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def peak_rss_mb(image_path: Path) -> float:
-    """Peak resident memory of a fresh ``allseg predict`` process on one image."""
-    subprocess.run([sys.executable, "-m", "allseg", "predict", str(image_path), "--out",
-                    str(image_path.parent / "rss")], capture_output=True, check=True)
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """Peak resident memory (VmHWM) of a fresh ``allseg predict`` process on one image.
+
+    Read inside the child: rusage's maxrss would also count the pages of this (large)
+    benchmark process that the child shared between fork and exec.
+    """
+    code = ("import sys\nfrom allseg.cli import main\n"
+            f"sys.argv = ['allseg', 'predict', {str(image_path)!r}, '--out', "
+            f"{str(image_path.parent / 'rss')!r}]\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print([ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')][0])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    return int(done.stdout.strip().splitlines()[-1].split()[1]) / 1024
 
 
 def main() -> None:
