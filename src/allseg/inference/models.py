@@ -29,18 +29,21 @@ def resolve_model_dir(model: str | Path) -> Path:
 
 
 class TorchRunner:
-    """Run a network on numpy batches: eval mode, no autograd, channels-last on CPU."""
+    """Run a network on numpy batches: eval mode, no autograd, channels-last; on CUDA
+    when a GPU is present, with float16 autocast there."""
 
     def __init__(self, model: torch.nn.Module, activation: str) -> None:
-        self.model = model.eval().to(memory_format=torch.channels_last)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = model.eval().to(self.device, memory_format=torch.channels_last)
         self.activation = activation
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
-            out = self.model(x.contiguous(memory_format=torch.channels_last))
+        cuda = self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=cuda):
+            x = torch.from_numpy(np.ascontiguousarray(batch, np.float32)).to(self.device)
+            out = self.model(x.contiguous(memory_format=torch.channels_last)).float()
             if self.activation == "segment":
                 out = torch.cat([out[:, :3].softmax(1), out[:, 3:].sigmoid()], 1)
             else:
                 out = out.sigmoid()
-            return out.float().numpy()
+            return out.cpu().numpy()
