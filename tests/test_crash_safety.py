@@ -73,7 +73,7 @@ def test_killed_training_resumes_and_writes_a_loadable_model(tmp_path: Path) -> 
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert not (run / "model" / "config.json").exists(), "run finished before the kill"
-    killed_epoch = torch.load(last, map_location="cpu", weights_only=False)["epoch"]
+    killed_epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
     assert killed_epoch < 7
     done = subprocess.run([*cmd, "--resume"], capture_output=True, text=True, timeout=300,
                           env=env)
@@ -108,7 +108,7 @@ def test_failed_checkpoint_write_keeps_the_previous_checkpoint(
     with pytest.raises(OSError, match="No space left"):
         io_plugin.save_checkpoint({"epoch": 2, "state": torch.arange(2000)}, last)
     assert last.read_bytes() == before
-    assert torch.load(last, weights_only=False)["epoch"] == 1
+    assert torch.load(last, weights_only=True)["epoch"] == 1
     assert sorted(p.name for p in last.parent.iterdir()) == ["last.ckpt"]
 
 

@@ -8,6 +8,7 @@ any tile size.
 
 from __future__ import annotations
 
+from abc import ABCMeta, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -22,7 +23,7 @@ SEG_OUT_CHANNELS = len(SEG_CLASSES) + 1
 """Segmenter output: the class logits plus one "centre" logit (sigmoid -> distance map)."""
 
 
-class AllsegModel(nn.Module):
+class AllsegModel(nn.Module, metaclass=ABCMeta):
     """Base class: input checks, built-in normalisation and self-description.
 
     Subclasses set ``arch`` and ``task``, call ``super().__init__(config, mean, std)`` with
@@ -68,8 +69,9 @@ class AllsegModel(nn.Module):
         self.check_input(x)
         return self.forward_normalized((x - self.mean) / self.std)
 
+    @abstractmethod
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The network on an already normalised input."""
 
 
 class SegmenterModel(AllsegModel):
@@ -87,8 +89,9 @@ class SegmenterModel(AllsegModel):
         padded = pad_to_multiple(x, self.size_multiple)
         return self.forward_padded(padded)[..., :h, :w]
 
+    @abstractmethod
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The network on an input whose H, W are multiples of ``size_multiple``."""
 
 
 class ClassifierModel(AllsegModel):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ class Item:
     info: dict = field(default_factory=dict, compare=False)
 
 
-class Dataset:
+class Dataset(ABC):
     """A lazily loaded list of records from one folder in one layout.
 
     Subclasses set ``format`` and ``expects`` and implement ``matches``, ``_list`` and
@@ -57,14 +58,17 @@ class Dataset:
         self._items = self._list()
 
     @classmethod
+    @abstractmethod
     def matches(cls, root: Path) -> bool:
-        raise NotImplementedError
+        """Whether ``root`` looks like this layout."""
 
+    @abstractmethod
     def _list(self) -> list[Item]:
-        raise NotImplementedError
+        """Pair every image with its label files."""
 
+    @abstractmethod
     def _load(self, item: Item) -> Record:
-        raise NotImplementedError
+        """Read one item into a record."""
 
     @property
     def items(self) -> list[Path]:
