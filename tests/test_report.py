@@ -15,6 +15,7 @@ from PIL import Image
 from allseg import DISCLAIMER
 from allseg.data.readers import open_dataset
 from allseg.data.record import BLAST, LEUKOCYTE
+from allseg.errors import InputError
 from allseg.evaluation.report import truth_overlay, worst_images, write_report
 from allseg.evaluation.score import EvalResult
 from allseg.outputs.overlay import draw_overlay
@@ -178,3 +179,21 @@ def test_evaluate_writes_metrics_csv_and_report_with_a_gallery(tmp_path: Path) -
     assert len(rows) == 4 and rows[0].startswith("image,")
     report = (tmp_path / "eval" / "report.html").read_text()
     assert "Research use only" in report and report.count("<img") >= 3
+
+
+def test_evaluate_saved_predictions_equals_predicting(tmp_path: Path) -> None:
+    """`evaluate --predictions DIR` scores `allseg predict` outputs exactly as predicting."""
+    from allseg.evaluation.run import evaluate
+    from allseg.inference.batch import predict_files
+    from allseg.inference.predictor import Predictor
+    from allseg.synth import write_dataset
+
+    write_dataset("masks", tmp_path / "data", n=2, seed=12)
+    predict_files(Predictor("default"), [tmp_path / "data" / "images"], tmp_path / "pred",
+                  progress=False)
+    direct = evaluate(tmp_path / "data", tmp_path / "e1")
+    saved = evaluate(tmp_path / "data", tmp_path / "e2", predictions=tmp_path / "pred")
+    assert saved["metrics"] == direct["metrics"]
+    assert saved["model"]["predictions"] == str(tmp_path / "pred")
+    with pytest.raises(InputError, match="no prediction for this image"):
+        evaluate(tmp_path / "data", tmp_path / "e3", predictions=tmp_path / "e1")

@@ -177,6 +177,9 @@ def evaluate(
     um_per_px: Annotated[float | None, typer.Option(
         "--um-per-px", help="Known pixel size (otherwise estimated per image).")] = None,
     backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+    predictions: Annotated[Path | None, typer.Option(
+        help="Score this folder of earlier 'allseg predict' outputs instead of predicting.")
+    ] = None,
 ) -> None:
     """Score a model (or the classical baseline) against a dataset's labels."""
     import json
@@ -193,7 +196,8 @@ def evaluate(
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
     metrics = _or_exit(run_evaluation, data, out_dir, model=model, fmt=fmt, split=split,
-                       baseline=baseline, um_per_px=um_per_px, backend=backend)
+                       baseline=baseline, um_per_px=um_per_px, backend=backend,
+                       predictions=predictions)
     out.print_json(json.dumps(metrics["metrics"]))
     out.print(f"written to [bold]{out_dir}[/bold]: metrics.json, per_image.csv, report.html")
 

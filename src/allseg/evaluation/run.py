@@ -17,8 +17,14 @@ from allseg.evaluation.splits import select
 from allseg.io.atomic import write_json_atomic, write_text_atomic
 
 
-def load_predictor(model: str, baseline: str | None, backend: str = "auto"):  # noqa: ANN201
-    """The network predictor, or the classical baseline when ``baseline == "classical"``."""
+def load_predictor(model: str, baseline: str | None, backend: str = "auto",  # noqa: ANN201
+                   predictions: str | Path | None = None):
+    """The network predictor, the classical baseline (``baseline == "classical"``), or a
+    folder of earlier ``allseg predict`` outputs (``predictions``)."""
+    if predictions is not None:
+        from allseg.evaluation.saved import SavedPredictions
+
+        return SavedPredictions(predictions)
     if baseline == "classical":
         from allseg.inference.classical import ClassicalPredictor
 
@@ -68,7 +74,8 @@ def gallery(predictor, dataset, per_image: list[dict], um_per_px: float | None, 
 
 def evaluate(data: str | Path, out: str | Path, model: str = "default", fmt: str = "auto",
              split: str | None = None, baseline: str | None = None, folds: int = 5,
-             um_per_px: float | None = None, backend: str = "auto") -> dict[str, Any]:
+             um_per_px: float | None = None, backend: str = "auto",
+             predictions: str | Path | None = None) -> dict[str, Any]:
     """Evaluate on ``data``; write ``metrics.json``, ``per_image.csv`` and ``report.html``.
 
     ``split``: a reader split (BCCD ``test``), ``allidb-test20`` or ``fold-K/N``.
@@ -79,7 +86,7 @@ def evaluate(data: str | Path, out: str | Path, model: str = "default", fmt: str
     names = None
     if split and reader_split is None:
         names = set(select([p.stem for p in dataset.items], split, folds=folds))
-    predictor = load_predictor(model, baseline, backend)
+    predictor = load_predictor(model, baseline, backend, predictions)
     result = evaluate_dataset(predictor, dataset, names_filter=names, um_per_px=um_per_px)
     metrics = {
         "dataset": {"path": str(data), "format": dataset.format, "split": split or "all",
