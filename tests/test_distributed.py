@@ -124,6 +124,13 @@ def test_two_process_ddp_training_then_resume(tmp_path: Path) -> None:
     _, meta = load_model_folder(run / "model")
     assert meta["training"]["segmenter"]["world_size"] == 2
     assert not list((run / "checkpoints").rglob(".*.tmp"))
+    # The same seed and world size give the same weights.
+    run2 = tmp_path / "run2"
+    done = subprocess.run([*base[:-1], str(run2)], capture_output=True, text=True, timeout=300,
+                          env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("segmenter.safetensors", "classifier.safetensors"):
+        assert (run / "model" / name).read_bytes() == (run2 / "model" / name).read_bytes()
     shutil.rmtree(run / "model")  # as if the run died before writing its model folder
     done = subprocess.run([*base, "--resume", "--stage", "segmenter", "--epochs", "2"],
                           capture_output=True, text=True, timeout=300, env=env)
