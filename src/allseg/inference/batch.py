@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from rich.progress import track
@@ -71,17 +72,25 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     jobs = list(zip(files, unique_stems(files), strict=True))
     rank, world = rank_and_world()
     failures: dict[str, Failure] = {}
-    for path, stem in track(shard(jobs, rank, world), description=f"predicting (rank {rank})"
-                            if world > 1 else "predicting", disable=not progress):
-        if skip_existing and outputs_complete(out_dir, stem):
-            continue
-        try:
-            result, image = predictor.predict_path(path, um_per_px, cell_diameter_px)
-            write_image_outputs(result, image, out_dir, stem)
-        except (AllsegError, OSError, ValueError) as exc:
-            message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
-            print(f"error: {message}", file=sys.stderr)
-            failures[stem] = Failure(str(path), message)
+    # Image i's files are written in the background while image i+1 is predicted; at most
+    # one write is pending, so memory stays at two images.
+    pending: tuple[Path, str, Future] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="allseg-output") as background:
+        for path, stem in track(shard(jobs, rank, world), description=f"predicting (rank {rank})"
+                                if world > 1 else "predicting", disable=not progress):
+            if skip_existing and outputs_complete(out_dir, stem):
+                continue
+            try:
+                result, image = predictor.predict_path(path, um_per_px, cell_diameter_px)
+            except (AllsegError, OSError, ValueError) as exc:
+                failures[stem] = _failure(path, exc)
+                continue
+            if pending is not None:
+                _finish(pending, failures)
+            pending = (path, stem, background.submit(write_image_outputs, result, image,
+                                                     out_dir, stem))
+        if pending is not None:
+            _finish(pending, failures)
     if world > 1:
         failures = _exchange_failures(out_dir, failures, rank, world)
     writer = RunWriter(out_dir, model=predictor.model_info)
@@ -97,6 +106,21 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
         writer.close()
         write_extra_formats(out_dir, done, list(formats))
     return writer
+
+
+def _failure(path: Path, exc: Exception) -> Failure:
+    message = str(exc) if isinstance(exc, InputError) else f"{path}: {exc}"
+    print(f"error: {message}", file=sys.stderr)
+    return Failure(str(path), message)
+
+
+def _finish(pending: tuple[Path, str, Future], failures: dict[str, Failure]) -> None:
+    """Wait for an image's background write; a failed write makes the image a failure."""
+    path, stem, future = pending
+    try:
+        future.result()
+    except (AllsegError, OSError, ValueError) as exc:
+        failures[stem] = _failure(path, exc)
 
 
 def _exchange_failures(out_dir: Path, mine: dict[str, Failure], rank: int, world: int
