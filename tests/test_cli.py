@@ -78,3 +78,15 @@ def test_predict_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
                                  str(tmp_path / "m"), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "model folder not found" in result.output
+
+
+def test_predict_with_a_one_stage_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    from allseg.demo import bundled_samples
+    from allseg.models import build_model, save_model_folder
+
+    folder = save_model_folder(tmp_path / "m", {"segmenter": build_model(
+        "unet_small", base_channels=4, depth=3)}, {"canonical_um_per_px": 0.3})
+    result = runner.invoke(app, ["predict", str(bundled_samples()[0]), "--model", str(folder),
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "lacks the classifier stage" in result.output

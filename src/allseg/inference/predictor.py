@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from allseg.errors import ModelError
 from allseg.inference.backends import make_runner, resolve_backend
 from allseg.inference.models import resolve_model_dir
 from allseg.inference.scale import resolve_scale
@@ -41,7 +42,7 @@ class Predictor:
         models, self.meta = load_model_folder(self.model_dir)
         missing = {"segmenter", "classifier"} - set(models)
         if missing:
-            raise ValueError(f"{self.model_dir}: model folder lacks the {', '.join(missing)} "
+            raise ModelError(f"{self.model_dir}: model folder lacks the {', '.join(missing)} "
                              "stage; train it or pass --base-model when training")
         crop = int(self.meta["crop_size"])
         self.backend = resolve_backend(backend)
