@@ -157,3 +157,22 @@ def test_crops_reflect_at_the_border() -> None:
 def test_no_cells_no_crops() -> None:
     crops = cell_crops(np.zeros((10, 10, 3), np.uint8), np.zeros((0, 2)), np.zeros(0), 32)
     assert crops.shape == (0, 32, 32, 3)
+
+
+def test_a_cytoplasm_crescent_split_off_a_cell_is_merged_back() -> None:
+    """Two centre peaks in one cell whose second piece holds almost no nucleus: one cell."""
+    from allseg.postprocess.instances import instances_from_maps
+
+    h, w = 60, 100
+    yy, xx = np.mgrid[:h, :w]
+    cell = (yy - 30) ** 2 + (xx - 50) ** 2 < 25 ** 2
+    nucleus = (yy - 30) ** 2 + (xx - 42) ** 2 < 14 ** 2
+    prob = np.zeros((3, h, w), np.float32)
+    prob[0][~cell] = 1
+    prob[1][cell & ~nucleus] = 1
+    prob[2][nucleus] = 1
+    centre = np.zeros((h, w), np.float32)
+    centre[(yy - 30) ** 2 + (xx - 42) ** 2 < 5 ** 2] = 1  # the nucleus' centre
+    centre[(yy - 30) ** 2 + (xx - 70) ** 2 < 3 ** 2] = 1  # a spurious peak in the cytoplasm
+    _, instances = instances_from_maps(prob, centre, min_area_px=10)
+    assert instances.max() == 1 and (instances > 0).sum() == cell.sum()

@@ -51,6 +51,44 @@ def _split_touching(centre: np.ndarray, foreground: np.ndarray,
     return labels
 
 
+#: A split-off piece whose nucleus covers less than this share of it is merged back into
+#: its neighbour: every leukocyte has a substantial nucleus, a cytoplasm crescent has not.
+MIN_NUCLEUS_FRACTION = 0.1
+
+
+def merge_nucleus_poor(labels: np.ndarray, parts: np.ndarray,
+                       min_fraction: float = MIN_NUCLEUS_FRACTION) -> np.ndarray:
+    """Merge each label with too little nucleus into the neighbour it touches most.
+
+    >>> labels = np.array([[1, 1, 2, 2]]); parts = np.array([[255, 128, 128, 128]])
+    >>> merge_nucleus_poor(labels, parts).tolist()
+    [[1, 1, 1, 1]]
+    """
+    n = int(labels.max(initial=0))
+    flat = labels.ravel()
+    area = np.bincount(flat, minlength=n + 1)
+    nucleus = np.bincount(flat, weights=(parts == NUCLEUS).ravel(), minlength=n + 1)
+    poor = nucleus < min_fraction * area
+    poor[0] = False
+    if not poor.any():
+        return labels
+    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    touching = (a != b) & (a > 0) & (b > 0)
+    src = np.concatenate([a[touching], b[touching]])
+    dst = np.concatenate([b[touching], a[touching]])
+    src, dst = src[poor[src]], dst[poor[src]]
+    if not len(src):
+        return labels
+    pair, contacts = np.unique(src * (n + 1) + dst, return_counts=True)
+    src, dst = pair // (n + 1), pair % (n + 1)
+    order = np.lexsort((-contacts, src))  # per source, most contacts first
+    first = order[np.r_[True, src[order][1:] != src[order][:-1]]]
+    lut = np.arange(n + 1)
+    lut[src[first]] = dst[first]
+    return lut[labels]
+
+
 def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px: int,
                         marker_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Leukocyte parts and instances from the segmenter's outputs.
@@ -77,6 +115,7 @@ def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px:
     labels = (_split_touching(centre, foreground, markers, n_markers)
               if n_markers else np.zeros(centre.shape, np.int32))
     parts = parts_from_probs(class_prob, labels > 0)
+    labels = merge_nucleus_poor(labels, parts)
 
     ys, xs = np.nonzero(labels)
     ids = labels[ys, xs]
