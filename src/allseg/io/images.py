@@ -41,7 +41,7 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     return np.clip(arr / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+def pil_to_rgb(img: Image.Image) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         grey = _to_uint8(np.asarray(img))
         return np.repeat(grey[..., None], 3, axis=2)
@@ -75,7 +75,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 warnings.warn(f"{path}: {img.n_frames} pages; using the first", stacklevel=2)
             img.load()
             img = ImageOps.exif_transpose(img)
-            return _pil_to_rgb(img)
+            return pil_to_rgb(img)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:

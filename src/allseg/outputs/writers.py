@@ -66,12 +66,21 @@ def write_image_outputs(result: ImageResult, image: np.ndarray, out_dir: str | P
     return paths
 
 
-def _csv_rows(data: dict[str, Any]) -> list[list[Any]]:
+def csv_rows(data: dict[str, Any]) -> list[list[Any]]:
     """CSV rows of one image, from its ``S.json`` contract (so skipped images count too)."""
     return [[data["image"], cell["id"], cell["class"], cell["blast_probability"],
              *cell["centroid"], *cell["bbox"], cell["area_px"],
              *(cell["features"].get(k) for k in FEATURE_KEYS)]
             for cell in data["cells"]]
+
+
+def cells_csv(rows: list[list[Any]]) -> str:
+    """The ``cells.csv`` text: a header row, then the rows, unknown values left empty."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return buffer.getvalue()
 
 
 class RunWriter:
@@ -99,7 +108,7 @@ class RunWriter:
         """Add an image from its ``S.json`` contents (e.g. one finished by an earlier run)."""
         if self.model is None:
             self.model = data.get("model")
-        self.rows.extend(_csv_rows(data))
+        self.rows.extend(csv_rows(data))
         timings = data.get("timings") or {}
         self.images.append({"image": data["image"], "verdict": data["verdict"],
                             "blast_count": data["blast_count"],
@@ -125,12 +134,8 @@ class RunWriter:
 
     def close(self) -> dict[str, Path]:
         """Write ``cells.csv`` (UTF-8, header row) and ``summary.json``; return their paths."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows([["" if v is None else v for v in row] for row in self.rows])
         paths = {"csv": self.out_dir / "cells.csv", "summary": self.out_dir / "summary.json"}
-        write_text_atomic(paths["csv"], buffer.getvalue())
+        write_text_atomic(paths["csv"], cells_csv(self.rows))
         write_json_atomic(paths["summary"], self.summary())
         return paths
 

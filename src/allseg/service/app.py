@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import csv
 import functools
 import io
 import json
@@ -46,11 +45,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from allseg import DISCLAIMER, __version__
 from allseg.errors import ImageReadError
 from allseg.io.atomic import encode_image
-from allseg.io.images import DECODE_ERRORS, _pil_to_rgb, read_image
+from allseg.io.images import DECODE_ERRORS, pil_to_rgb, read_image
 from allseg.outputs.geojson import to_geojson
 from allseg.outputs.overlay import draw_overlay
 from allseg.outputs.schema import ALL_SUSPECTED, ImageResult
-from allseg.outputs.writers import CSV_COLUMNS
+from allseg.outputs.writers import cells_csv, csv_rows
 from allseg.service.security import (
     LEGACY_PATH,
     APIKeyMiddleware,
@@ -119,7 +118,7 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
             if w < 1 or h < 1:
                 raise ServiceError(422, f"empty image ({w}x{h})")
             img.load()
-            return _pil_to_rgb(ImageOps.exif_transpose(img))
+            return pil_to_rgb(ImageOps.exif_transpose(img))
     except ServiceError:
         raise
     except Image.DecompressionBombError as exc:
@@ -139,19 +138,8 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
 
 
 def csv_text(result: ImageResult) -> str:
-    """``cells.csv`` of one image (same columns as ``allseg predict`` writes)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for cell in result.cells:
-        row = {"image": result.image, "id": cell.id, "class": cell.cls,
-               "blast_probability": cell.blast_probability,
-               "centroid_x": cell.centroid[0], "centroid_y": cell.centroid[1],
-               **dict(zip(("bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1"), cell.bbox,
-                          strict=True)),
-               "area_px": cell.area_px, **cell.features}
-        writer.writerow(["" if row.get(c) is None else row[c] for c in CSV_COLUMNS])
-    return buffer.getvalue()
+    """``cells.csv`` of one image (the same file ``allseg predict`` writes for a run)."""
+    return cells_csv(csv_rows(result.to_json()))
 
 
 @dataclass

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 import numpy as np
 
-from allseg.data.readers.base import Dataset, Item, image_files, read_sized_mask
-from allseg.data.record import BLAST, LEUKOCYTE, Record
+from allseg.data.readers.base import (
+    Dataset,
+    Item,
+    image_files,
+    read_cells_json,
+    read_sized_mask,
+)
+from allseg.data.record import Record
 from allseg.data.weak_labels import label_cells_by_points, leukocyte_masks_from_stain
-from allseg.errors import InputError
 from allseg.io.images import read_image
 
 #: ``ImNNN_Y``: Y = 1 for an ALL patient, 0 for a healthy one.
@@ -26,17 +30,6 @@ def image_label(dataset: Dataset, path: Path) -> int | None:
         dataset.warn(f"{path}: name does not end in _0 or _1; image label unknown")
         return None
     return int(match.group(1))
-
-
-def read_cells_json(path: Path) -> tuple[dict[int, str], float | None]:
-    """Cell labels and pixel size from the synthetic generator's ``cells`` JSON."""
-    try:
-        data = json.loads(path.read_text())
-        labels = {int(c["id"]): BLAST if c.get("is_blast") else LEUKOCYTE for c in data["cells"]}
-        um = data.get("um_per_px")
-        return labels, None if um is None else float(um)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise InputError(path, f"not a valid cells file ({exc})") from exc
 
 
 class AllIdb1(Dataset):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from allseg.data.readers.allidb1 import LABEL_SUFFIX, read_cells_json
-from allseg.data.readers.base import Dataset, Item, image_files, read_sized_mask
+from allseg.data.readers.allidb1 import LABEL_SUFFIX
+from allseg.data.readers.base import Dataset, Item, image_files, read_cells_json, read_sized_mask
 from allseg.data.record import BLAST, CYTOPLASM, LEUKOCYTE, NUCLEUS, Record
 from allseg.data.weak_labels import leukocyte_masks_from_stain, nucleus_mask
 from allseg.io.images import read_image

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -12,10 +13,21 @@ from typing import ClassVar
 import numpy as np
 from skimage import measure
 
-from allseg.data.record import LEUKOCYTE, Record
+from allseg.data.record import BLAST, LEUKOCYTE, Record
 from allseg.data.weak_labels import mask_in_box
 from allseg.errors import InputError
 from allseg.io.images import is_image_file, read_mask
+
+
+def read_cells_json(path: Path) -> tuple[dict[int, str], float | None]:
+    """Cell labels and pixel size from the synthetic generator's ``cells`` JSON."""
+    try:
+        data = json.loads(path.read_text())
+        labels = {int(c["id"]): BLAST if c.get("is_blast") else LEUKOCYTE for c in data["cells"]}
+        um = data.get("um_per_px")
+        return labels, None if um is None else float(um)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise InputError(path, f"not a valid cells file ({exc})") from exc
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from allseg.data.readers.allidb1 import read_cells_json
 from allseg.data.readers.base import (
     Dataset,
     Item,
     all_leukocytes,
     components,
     image_files,
+    read_cells_json,
     read_sized_mask,
 )
 from allseg.data.record import CYTOPLASM, NUCLEUS, Record
