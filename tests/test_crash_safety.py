@@ -239,3 +239,13 @@ def test_real_full_tmpfs_for_predict_outputs(tmp_path: Path, tiny_predictor,
             if path.name != "summary.json":  # a finished image has every output
                 stem = path.stem
                 assert (out / f"{stem}_overlay.png").exists() and (out / f"{stem}.geojson").exists()
+
+
+def test_stale_temporaries_of_one_path_are_removed_and_no_others(tmp_path: Path) -> None:
+    target = tmp_path / "img[1].json"
+    mine = tmp_path / ".img[1].json.abc123.tmp.json"
+    other_stem = tmp_path / ".img[1]0.json.abc123.tmp.json"  # another image's writer
+    for path in (target, mine, other_stem):
+        path.write_text("{}")
+    assert atomic.remove_stale_temporaries(target) == 1
+    assert not mine.exists() and target.exists() and other_stem.exists()

@@ -39,9 +39,10 @@ def _predict(args: list[str], out: Path, launcher: list[str] | None = None
 
 
 def _comparable(out: Path) -> dict:
-    """Every output except timings (which differ run to run)."""
+    """Every output except timings (which differ run to run); hidden files are left to
+    the callers (a killed writer's temporaries are hidden)."""
     found = {}
-    for path in sorted(out.glob("*.json")):
+    for path in sorted(out.glob("[!.]*.json")):
         data = json.loads(path.read_text())
         if path.name == "summary.json":
             for image in data["images"]:
@@ -52,7 +53,7 @@ def _comparable(out: Path) -> dict:
             data.pop("timings")
             data.pop("model")
         found[path.name] = data
-    for path in sorted(out.glob("*.png")):
+    for path in sorted(out.glob("[!.]*.png")):
         found[path.name] = np.asarray(Image.open(path)).tobytes()
     found["cells.csv"] = (out / "cells.csv").read_text()
     return found
@@ -88,8 +89,10 @@ def test_killed_run_leaves_no_partial_files_and_skip_existing_finishes_it(
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 240
-    while not list(out.glob("*.json")) and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
+    # Kill as soon as the first image is being written, to catch it mid-write if we can.
+    while (not list(out.glob(".*.tmp*")) and not list(out.glob("*.json"))
+           and time.time() < deadline and proc.poll() is None):
+        time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     finished = len(list(out.glob("img*.json")))
@@ -100,6 +103,7 @@ def test_killed_run_leaves_no_partial_files_and_skip_existing_finishes_it(
         Image.open(path).load()
     done = _predict([str(images), "--skip-existing"], out)
     assert done.returncode == 0, done.stderr
+    assert not list(out.glob(".*.tmp*")), "a killed writer's temporaries were left behind"
     assert _comparable(out) == _comparable(single)
     shutil.rmtree(out)
 

@@ -13,7 +13,7 @@ from rich.progress import track
 from allseg.errors import AllsegError, InputError
 from allseg.inference.distributed import barrier, rank_and_world, shard
 from allseg.inference.predictor import Predictor
-from allseg.io.atomic import write_json_atomic
+from allseg.io.atomic import remove_stale_temporaries, write_json_atomic
 from allseg.io.images import is_image_file
 from allseg.outputs.interop import write_extra_formats
 from allseg.outputs.schema import Failure
@@ -78,6 +78,8 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="allseg-output") as background:
         for path, stem in track(shard(jobs, rank, world), description=f"predicting (rank {rank})"
                                 if world > 1 else "predicting", disable=not progress):
+            for output in output_paths(out_dir, stem).values():  # this rank's own files
+                remove_stale_temporaries(output)
             if skip_existing and outputs_complete(out_dir, stem):
                 continue
             try:

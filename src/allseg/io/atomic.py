@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import tempfile
@@ -33,6 +34,18 @@ def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def remove_stale_temporaries(path: str | Path) -> int:
+    """Delete temporary files that a killed ``write_atomic`` of ``path`` left behind.
+
+    Call it only for paths no other live process is writing. Returns how many it removed.
+    """
+    path = Path(path)
+    stale = list(path.parent.glob(f".{glob.escape(path.name)}.*.tmp{glob.escape(path.suffix)}"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
 
 
 def _read_umask() -> int:
