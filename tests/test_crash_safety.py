@@ -249,3 +249,14 @@ def test_stale_temporaries_of_one_path_are_removed_and_no_others(tmp_path: Path)
         path.write_text("{}")
     assert atomic.remove_stale_temporaries(target) == 1
     assert not mine.exists() and target.exists() and other_stem.exists()
+
+
+@pytest.mark.parametrize(("shape", "dtype"), [((37, 53, 3), np.uint8), ((37, 53), np.uint8),
+                                              ((37, 53), np.uint16)])
+def test_png_encodings_are_lossless(tmp_path: Path, shape: tuple, dtype: type) -> None:
+    """Photos and label masks use different fast PNG settings; both must round-trip."""
+    rng = np.random.default_rng(0)
+    array = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
+    array[5:20, 5:30] = 7  # a run, as in label masks
+    path = atomic.write_image_atomic(tmp_path / "x.png", array)
+    assert np.array_equal(np.asarray(Image.open(path)), array)

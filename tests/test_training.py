@@ -42,6 +42,11 @@ def test_config_overrides_and_errors(tmp_path: Path) -> None:
         load_config(None, ["no_such_key=1"])
     with pytest.raises(InputError, match="exactly one of 'path' or 'synth'"):
         load_config(None, ['data=[{ format = "voc" }]'])
+    cfg = tiny_config(tmp_path, "data.1.hold_out=[4, 3]")
+    assert cfg.data[1].hold_out == (4, 3) and cfg.data[0].hold_out is None
+    for wrong in ("data.2.hold_out=[4, 3]", "data.x.hold_out=1", "data.0=1"):
+        with pytest.raises(InputError, match="not an index|name a key"):
+            tiny_config(tmp_path, wrong)
 
 
 def test_split_is_by_image_and_folds_partition() -> None:

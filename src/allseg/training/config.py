@@ -129,23 +129,39 @@ def _parse_value(text: str) -> Any:
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``key.sub=value`` overrides to a raw config dict.
+    """Apply ``key.sub=value`` overrides to a raw config dict; a number picks a list item
+    (``data.0.hold_out=[5,1]`` changes the first ``[[data]]`` entry).
 
     >>> apply_overrides({"segmenter": {"epochs": 5}}, ["segmenter.epochs=2", "out=x"])
     {'segmenter': {'epochs': 2}, 'out': 'x'}
+    >>> apply_overrides({"data": [{"path": "a"}]}, ["data.0.hold_out=[5, 1]"])
+    {'data': [{'path': 'a', 'hold_out': [5, 1]}]}
     """
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"override {item!r} is not of the form key=value")
-        node = raw
+        node: Any = raw
         *parents, leaf = key.strip().split(".")
         for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
+            if isinstance(node, list):
+                node = _list_item(node, part, item)
+            else:
+                node = node.setdefault(part, {})
+            if not isinstance(node, dict | list):
                 raise ValueError(f"override {item!r}: {part!r} is not a table")
+        if isinstance(node, list):
+            raise ValueError(f"override {item!r}: name a key inside the list item, e.g. "
+                             f"{key.strip()}.path=...")
         node[leaf] = _parse_value(value.strip())
     return raw
+
+
+def _list_item(items: list, index: str, override: str) -> Any:
+    if not index.isdigit() or int(index) >= len(items):
+        raise ValueError(f"override {override!r}: {index!r} is not an index of a list of "
+                         f"{len(items)}")
+    return items[int(index)]
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:

@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader
 
 from allseg import __version__
 from allseg.data.readers import open_dataset
-from allseg.errors import AllsegError
+from allseg.errors import AllsegError, InputError
+from allseg.inference.models import resolve_model_dir
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
 from allseg.training.config import DataSource, TrainConfig
 from allseg.training.datasets import CellCropDataset, SegImageDataset, SegPatchDataset
@@ -213,6 +214,14 @@ def _describe_sources(cfg: TrainConfig) -> list[dict]:
     return [s.model_dump(exclude_defaults=True) for s in cfg.data]
 
 
+def _check_same_geometry(cfg: TrainConfig, base_meta: dict, base_dir: Path) -> None:
+    """A stage kept from a base model must see images as the newly trained one does."""
+    for key in ("canonical_um_per_px", "crop_size", "crop_um"):
+        if key in base_meta and float(base_meta[key]) != float(getattr(cfg, key)):
+            raise InputError(base_dir, f"base model has {key} = {base_meta[key]}, the recipe "
+                             f"{getattr(cfg, key)}; set {key} = {base_meta[key]} in the recipe")
+
+
 def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None = None) -> Path:
     """Train the configured stages and write ``<out>/model`` (config.json + safetensors)."""
     run_dir = Path(cfg.out)
@@ -224,7 +233,9 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
                   "classes": {"segmenter": list(SEG_CLASSES), "classifier": ["other", "blast"]},
                   "thresholds": dict(DEFAULT_THRESHOLDS), "training": {}}
     if base_model is not None:
-        models, base_meta = load_model_folder(base_model)
+        base_dir = resolve_model_dir(base_model)
+        models, base_meta = load_model_folder(base_dir)
+        _check_same_geometry(cfg, base_meta, base_dir)
         meta.update({k: v for k, v in base_meta.items() if k != "training"})
         meta["training"].update(base_meta.get("training", {}))
     if resume and (model_dir / "config.json").exists():
