@@ -3,8 +3,15 @@ command and real options. (The README's Python example runs as a doctest.)"""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shlex
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,3 +51,61 @@ def test_documented_command_uses_real_options(doc: str, line: str) -> None:
 
 def test_docs_have_commands_to_check() -> None:
     assert len(command_lines()) > 20
+
+
+def readme_block(heading: str) -> list[str]:
+    """The command lines of the first bash block under a README heading."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split(f"## {heading}", 1)[1]
+    block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+    return [line.split(" #")[0].strip() for line in block.replace("\\\n", " ").splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_readme_first_model_walkthrough_runs_as_written(tmp_path: Path) -> None:
+    """Every line of "Your first model in five minutes", run as a newcomer would; the
+    server is started, asked for its page and model, and stopped."""
+    lines = readme_block("Your first model in five minutes (synthetic data)")
+    assert any(" serve" in line for line in lines) and len(lines) >= 4
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for line in lines:
+        args = shlex.split(line)
+        assert args[0] == ".venv/bin/allseg", line
+        cmd = [sys.executable, "-m", "allseg", *args[1:]]
+        if args[1] == "serve":
+            _check_server([*cmd, "--port", str(_free_port())], tmp_path, env)
+            continue
+        done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert done.returncode == 0, f"{line}\n{done.stderr[-2000:]}"
+    report = tmp_path / "first" / "eval" / "report.html"
+    assert report.is_file() and "Research use only" in report.read_text(encoding="utf-8")
+
+
+def _check_server(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
+    port = cmd[-1]
+    server = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/model") as reply:
+                    model = json.loads(reply.read())
+                break
+            except OSError:
+                assert server.poll() is None, server.stderr.read()[-2000:]
+                assert time.time() < deadline, "the server did not answer in 120 s"
+                time.sleep(0.5)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as reply:
+            assert reply.status == 200 and b"<html" in reply.read().lower()
+        assert model["name"] == "model"  # first/run/model, not the bundled "default"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

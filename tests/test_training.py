@@ -93,6 +93,19 @@ def test_resume_skips_finished_stages(trained: tuple[Path, Path]) -> None:
     assert (model_dir / "segmenter.safetensors").read_bytes() == before
 
 
+def test_one_stage_on_a_base_model_keeps_the_other(trained: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    base_dir, _ = trained
+    out = f'out="{tmp_path / "run"}"'
+    model_dir = train(tiny_config(tmp_path, 'stage="classifier"', out), base_model=base_dir)
+    assert (model_dir / "segmenter.safetensors").read_bytes() == (
+        base_dir / "segmenter.safetensors").read_bytes()
+    assert set(load_model_folder(model_dir)[1]["training"]) == {"segmenter", "classifier"}
+    # The bundled model (by name) crops 96 px cells; a recipe with 32 px crops cannot use it.
+    with pytest.raises(InputError, match="crop_size"):
+        train(tiny_config(tmp_path, 'stage="classifier"', out), base_model="default")
+
+
 def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     """A run that died after epoch 1 (model folder never written) resumes at epoch 2."""
     import csv
