@@ -130,3 +130,90 @@ def test_corrupted_onnx_in_model_folder_is_refused(models: dict, folder: Path, t
     with pytest.raises(ModelError, match="does not match"):
         make_runner(models["segmenter"], "segment", "onnx", tmp_path / "cache",
                     model_dir=bad)
+
+
+class _Fixed:
+    """A runner stub returning a fixed output (for the int8 acceptance rule)."""
+
+    path = Path("stub.int8.onnx")
+
+    def __init__(self, out: np.ndarray) -> None:
+        self.out = out
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.out
+
+
+def test_int8_acceptance_rule_refuses_a_straying_graph():
+    from allseg.models.quantize import check_int8
+
+    rng = np.random.default_rng(0)
+    probs = rng.uniform(size=(1, 4, 384, 512)).astype(np.float32)
+    assert check_int8(_Fixed(probs), _Fixed(probs), 0.3) == {
+        "class_agreement": 1.0, "centre_mean_diff": 0.0}
+    shuffled = probs.copy()
+    shuffled[:, :3] = probs[:, [1, 2, 0]]
+    with pytest.raises(ModelError, match="stub.int8.onnx.*strays"):
+        check_int8(_Fixed(shuffled), _Fixed(probs), 0.3)
+
+
+def test_int8_segmenter_of_the_bundled_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Exported with --int8 it is used as shipped; otherwise quantised once into the cache
+    (a damaged cache entry is re-quantised); either agrees with float32 on a smear."""
+    from allseg.inference.models import resolve_model_dir
+    from allseg.models.quantize import check_int8, synthetic_fields
+
+    models, meta = load_model_folder(resolve_model_dir("default"))
+    from typer.testing import CliRunner
+
+    from allseg.cli import app
+
+    done = CliRunner().invoke(app, ["export", "--int8", "--out", str(tmp_path / "exported")])
+    assert done.exit_code == 0, done.output
+    assert "int8 segmenter class agreement: 0.99" in done.output or (
+        "int8 segmenter class agreement: 1.0" in done.output), done.output
+    seg = models["segmenter"]
+    shipped = make_runner(seg, "segment", "onnx-int8", tmp_path / "cache", stage="segmenter",
+                          model_dir=tmp_path / "exported")
+    assert shipped.path == tmp_path / "exported" / "segmenter.int8.onnx"
+    assert not (tmp_path / "cache").exists()
+    _predict_agrees_with_float32(tmp_path)
+
+    cached = make_runner(seg, "segment", "onnx-int8", tmp_path / "cache")
+    assert cached.path.name == "segmenter.int8.onnx" and cached.path.parent.parent == (
+        tmp_path / "cache")
+    (batch,) = synthetic_fields(1, 5, 0.3)
+    assert np.array_equal(cached(batch), shipped(batch))  # same graph, same calibration
+    cached.path.write_bytes(b"not onnx")
+    with pytest.warns(UserWarning, match="re-quantising"):
+        again = make_runner(seg, "segment", "onnx-int8", tmp_path / "cache")
+    check_int8(again, make_runner(seg, "segment", "onnx", tmp_path / "cache"), 0.3)
+    # Classifiers stay float32 under onnx-int8.
+    cls = make_runner(models["classifier"], "classify", "onnx-int8", tmp_path / "cache",
+                      example_hw=(int(meta["crop_size"]),) * 2)
+    assert cls.path.name == "classifier.onnx"
+
+
+def _predict_agrees_with_float32(tmp_path: Path) -> None:
+    """``allseg predict --backend onnx-int8`` finds the same cells on a synthetic field."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from allseg.cli import app
+    from allseg.synth import generate_field
+
+    field = generate_field(np.random.default_rng(3), 600, 800, 0.1, n_leukocytes=4)
+    Image.fromarray(field.image).save(tmp_path / "field.png")
+    found = {}
+    for backend in ("onnx", "onnx-int8"):
+        out = tmp_path / backend
+        done = CliRunner().invoke(app, ["predict", str(tmp_path / "field.png"), "--model",
+                                        str(tmp_path / "exported"), "--backend", backend,
+                                        "--out", str(out)])
+        assert done.exit_code == 0, done.output
+        found[backend] = json.loads((out / "field.json").read_text())
+        assert found[backend]["model"]["backend"] == backend
+    assert found["onnx-int8"]["leukocyte_count"] == found["onnx"]["leukocyte_count"] >= 3
+    assert found["onnx-int8"]["verdict"] == found["onnx"]["verdict"]

@@ -127,7 +127,8 @@ def predict(
         help="Typical leukocyte diameter in pixels (alternative to --um-per-px).", min=1)] = None,
     tta: Annotated[bool, typer.Option(help="Average over flips (slower, steadier).")] = False,
     backend: Annotated[str, typer.Option(
-        help="auto (ONNX Runtime on CPU, PyTorch on CUDA), onnx or torch.")] = "auto",
+        help="auto (ONNX Runtime on CPU, PyTorch on CUDA), onnx, torch, or onnx-int8 (int8 "
+        "segmenter, faster on CPUs with VNNI; see docs/export.md).")] = "auto",
     skip_existing: Annotated[bool, typer.Option(
         help="Skip images whose outputs are already complete.")] = False,
     fmt: Annotated[list[str] | None, typer.Option(
@@ -176,7 +177,7 @@ def evaluate(
         help="'classical': score the colour-threshold + watershed pipeline instead.")] = None,
     um_per_px: Annotated[float | None, typer.Option(
         "--um-per-px", help="Known pixel size (otherwise estimated per image).")] = None,
-    backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torch.")] = "auto",
     predictions: Annotated[Path | None, typer.Option(
         help="Score this folder of earlier 'allseg predict' outputs instead of predicting.")
     ] = None,
@@ -208,13 +209,18 @@ def export(
     model: Annotated[str, typer.Option(help="'default' (bundled) or a model folder.")] = "default",
     check: Annotated[bool, typer.Option(
         help="Compare ONNX Runtime with PyTorch on synthetic inputs.")] = True,
+    int8: Annotated[bool, typer.Option(
+        help="Also write segmenter.int8.onnx (static int8, calibrated on synthetic fields) "
+        "for --backend onnx-int8.")] = False,
 ) -> None:
     """Export both stages to ONNX (a complete model folder usable with --backend onnx)."""
     from allseg.export import export_model
 
-    report = _or_exit(export_model, model, out_dir, check=check)
+    report = _or_exit(export_model, model, out_dir, check=check, int8=int8)
     for name, diff in report.get("max_abs_diff", {}).items():
         out.print(f"  {name}: max |onnx - torch| = {diff:.2e} (tolerance {report['tolerance']})")
+    for name, value in report.get("int8", {}).items():
+        out.print(f"  int8 segmenter {name.replace('_', ' ')}: {value:.4f}")
     out.print(f"exported to [bold]{out_dir}[/bold]")
 
 
@@ -236,7 +242,7 @@ def serve(
         "ALLSEG_API_KEY.")] = None,
     workers: Annotated[int, typer.Option(
         min=1, help="Server processes (1 keeps result downloads working).")] = 1,
-    backend: Annotated[str, typer.Option(help="auto, onnx or torch.")] = "auto",
+    backend: Annotated[str, typer.Option(help="auto, onnx, onnx-int8 or torch.")] = "auto",
 ) -> None:
     """Serve the model over HTTP: web page at /, API at /v1, legacy POST /Inference."""
     from allseg.service.app import serve as run_server

@@ -1,8 +1,9 @@
 """``allseg export``: turn a model folder into one that also carries ONNX graphs.
 
 The output folder is a complete model folder (``config.json``, the ``.safetensors``
-weights, ``segmenter.onnx``, ``classifier.onnx``) usable with ``--backend onnx``; the
-ONNX files are then used directly instead of being exported into the user cache.
+weights, ``segmenter.onnx``, ``classifier.onnx``, with ``--int8`` ``segmenter.int8.onnx``)
+usable with ``--backend onnx`` (or ``onnx-int8``); the ONNX files are then used directly
+instead of being exported into the user cache.
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ SEGMENTER_CHECK_SHAPES = ((1, 97, 131), (2, 160, 224))  # (batch, H, W): odd, no
 CLASSIFIER_CHECK_BATCH = 3
 
 
-def export_model(model_dir: str | Path, out: Path, check: bool = True) -> dict[str, Any]:
+def export_model(model_dir: str | Path, out: Path, check: bool = True,
+                 int8: bool = False) -> dict[str, Any]:
     """Write ``out/<stage>.onnx`` for both stages plus a copy of the model folder.
+
+    With ``int8``, also ``out/segmenter.int8.onnx``, which must pass ``check_int8``
+    against the float32 graph (its figures are returned under ``"int8"``).
 
     With ``check``, each graph is compared with torch (max |logit difference|) on
     random image-like inputs (segmenter at two sizes, classifier on a batch of crops)
@@ -59,6 +64,9 @@ def export_model(model_dir: str | Path, out: Path, check: bool = True) -> dict[s
                 raise ModelError(f"{out / (worst.split('/')[0] + '.onnx')}: onnxruntime differs "
                                  f"from torch by {diffs[worst]:.3g} on {worst} (tolerance "
                                  f"{ONNX_TOLERANCE} on logits); export refused")
+        if int8:
+            written.append(out / "segmenter.int8.onnx")
+            int8_figures = _quantize(out, float(meta["canonical_um_per_px"]))
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -71,7 +79,18 @@ def export_model(model_dir: str | Path, out: Path, check: bool = True) -> dict[s
             write_atomic(out / name, lambda tmp, n=name: shutil.copyfile(src / n, tmp))
     files = sorted(str(p) for p in [*written, *(out / n for n in [*names, CONFIG_NAME])])
     return {"out": str(out), "files": files, "tolerance": ONNX_TOLERANCE,
-            "max_abs_diff": diffs}
+            "max_abs_diff": diffs, **({"int8": int8_figures} if int8 else {})}
+
+
+def _quantize(out: Path, canonical_um_per_px: float) -> dict[str, float]:
+    """Write and check ``out/segmenter.int8.onnx`` from ``out/segmenter.onnx``."""
+    from allseg.inference.backends import OnnxRunner
+    from allseg.models.quantize import check_int8, quantize_segmenter
+
+    path = quantize_segmenter(out / "segmenter.onnx", out / "segmenter.int8.onnx",
+                              canonical_um_per_px)
+    return check_int8(OnnxRunner(path, "segment"), OnnxRunner(out / "segmenter.onnx", "segment"),
+                      canonical_um_per_px)
 
 
 def _check(models: dict, out: Path, crop: int) -> dict[str, float]:

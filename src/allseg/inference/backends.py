@@ -39,7 +39,7 @@ from allseg.inference.models import TorchRunner
 from allseg.models.blocks import AllsegModel
 from allseg.models.onnx_export import INPUT_NAME, OPSET, OUTPUT_NAME, export_onnx
 
-BACKENDS = ("auto", "torch", "onnx")
+BACKENDS = ("auto", "torch", "onnx", "onnx-int8")
 ACTIVATIONS = ("segment", "classify")
 MAX_ONNX_BYTES = 1 << 30
 ONNX_TOLERANCE = 1e-3  # max |logit difference| torch vs onnxruntime (same as allseg.export)
@@ -138,6 +138,7 @@ class OnnxRunner:
             raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
         self.path = Path(onnx_path)
         self.activation = activation
+        self.threads = threads
         data = read_onnx(self.path)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -181,19 +182,24 @@ def resolve_backend(backend: str) -> str:
 def make_runner(model: AllsegModel, activation: str, backend: str = "auto",
                 cache_dir: Path | None = None, *, stage: str | None = None,
                 model_dir: Path | None = None, example_hw: tuple[int, int] | None = None,
-                threads: int | None = None) -> Runner:
-    """A runner for ``model`` on the chosen backend ("auto" | "torch" | "onnx").
+                threads: int | None = None, canonical_um_per_px: float = 0.3) -> Runner:
+    """A runner for ``model`` on the chosen backend ("auto" | "torch" | "onnx" |
+    "onnx-int8"; int8 applies to segmenters, classifiers stay float32 ONNX).
 
     ``cache_dir`` is the root of the ONNX cache (default ``default_cache_root()``).
     ``stage`` names the file (default from the task: "segmenter" / "classifier");
     ``model_dir`` lets a folder's own ``<stage>.onnx`` be used and keys the cache on its
     ``<stage>.safetensors``. ``example_hw`` is the export size; classifiers need it (their
     graph has a fixed crop size: pass ``(crop_size, crop_size)``). ``threads`` is the
-    onnxruntime intra-op thread count (default ``os.cpu_count()``).
+    onnxruntime intra-op thread count (default ``os.cpu_count()``). The int8 segmenter is
+    ``<model_dir>/<stage>.int8.onnx`` when shipped, else quantised into the cache,
+    calibrated on synthetic fields at ``canonical_um_per_px``; either way it must pass
+    ``allseg.models.quantize.check_int8`` against the float32 graph.
     """
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {ACTIVATIONS}; got {activation!r}")
-    if resolve_backend(backend) == "torch":
+    resolved = resolve_backend(backend)
+    if resolved == "torch":
         return TorchRunner(model, activation)
     stage = stage or ("segmenter" if model.task == "segment" else "classifier")
     if "/" in stage or "\\" in stage or stage.startswith("."):
@@ -204,17 +210,58 @@ def make_runner(model: AllsegModel, activation: str, backend: str = "auto",
                              "example_hw=(crop_size, crop_size)")
         example_hw = SEGMENTER_EXAMPLE_HW
     example_hw = (int(example_hw[0]), int(example_hw[1]))
+    weights = Path(model_dir) / f"{stage}.safetensors" if model_dir is not None else None
+    cached = Path(cache_dir or default_cache_root()) / cache_key(
+        model, example_hw, weights if weights and weights.is_file() else None)
+    runner = _float32_onnx_runner(model, activation, cached / f"{stage}.onnx", model_dir,
+                                  stage, example_hw, threads)
+    if resolved == "onnx-int8" and model.task == "segment":
+        shipped = Path(model_dir) / f"{stage}.int8.onnx" if model_dir is not None else None
+        if shipped is not None and shipped.is_file():
+            return _int8_runner(runner, shipped, canonical_um_per_px)
+        return _int8_runner(runner, cached / f"{stage}.int8.onnx", canonical_um_per_px,
+                            cache=True)
+    return runner
 
+
+def _int8_runner(fp32: OnnxRunner, path: Path, canonical_um_per_px: float,
+                 cache: bool = False) -> OnnxRunner:
+    """The int8 twin of a float32 segmenter runner, quantised into ``path`` if missing
+    (or, in the ``cache``, if unusable)."""
+    from allseg.models.quantize import check_int8, quantize_segmenter
+
+    if cache and path.is_file():
+        try:
+            runner = OnnxRunner(path, fp32.activation, fp32.threads)
+            check_int8(runner, fp32, canonical_um_per_px)
+            return runner
+        except ModelError as exc:
+            warnings.warn(f"re-quantising an unusable cached int8 model: {exc}", stacklevel=2)
+            path.unlink(missing_ok=True)
+    if not path.is_file():
+        if not fp32.path.is_file():
+            raise ModelError(f"cannot quantise: the ONNX cache ({path.parent}) is not "
+                             "writable; use 'allseg export --int8' to a writable folder")
+        try:
+            quantize_segmenter(fp32.path, path, canonical_um_per_px)
+        except OSError as exc:
+            raise ModelError(f"cannot write the int8 segmenter at {path} ({exc}); use "
+                             "'allseg export --int8' to a writable folder") from exc
+    runner = OnnxRunner(path, fp32.activation, fp32.threads)
+    check_int8(runner, fp32, canonical_um_per_px)
+    return runner
+
+
+def _float32_onnx_runner(model: AllsegModel, activation: str, path: Path,
+                         model_dir: Path | None, stage: str, example_hw: tuple[int, int],
+                         threads: int | None) -> OnnxRunner:
+    """The float32 graph: shipped in the model folder, else exported into ``path``."""
     if model_dir is not None:
         shipped = Path(model_dir) / f"{stage}.onnx"
         if shipped.is_file():
             runner = OnnxRunner(shipped, activation, threads)
             _verify(runner, model, example_hw)
             return runner
-
-    weights = Path(model_dir) / f"{stage}.safetensors" if model_dir is not None else None
-    key = cache_key(model, example_hw, weights if weights and weights.is_file() else None)
-    path = Path(cache_dir or default_cache_root()) / key / f"{stage}.onnx"
     if path.is_file():
         try:
             runner = OnnxRunner(path, activation, threads)

@@ -45,16 +45,17 @@ class Predictor:
             raise ModelError(f"{self.model_dir}: model folder lacks the {', '.join(missing)} "
                              "stage; train it or pass --base-model when training")
         crop = int(self.meta["crop_size"])
+        self.canonical = float(self.meta["canonical_um_per_px"])
         self.backend = resolve_backend(backend)
         self.segmenter = make_runner(models["segmenter"], "segment", backend, stage="segmenter",
-                                     model_dir=self.model_dir)
+                                     model_dir=self.model_dir,
+                                     canonical_um_per_px=self.canonical)
         self.classifier = make_runner(models["classifier"], "classify", backend,
                                       stage="classifier", model_dir=self.model_dir,
                                       example_hw=(crop, crop))
         self.segment_batch = flip_tta(self.segmenter) if tta else self.segmenter
         self.multiple = int(getattr(models["segmenter"], "size_multiple", 32))
         self.tile, self.overlap, self.batch_size, self.tta = tile, overlap, batch_size, tta
-        self.canonical = float(self.meta["canonical_um_per_px"])
         self.thresholds = dict(self.meta["thresholds"])
         self.model_info = {"name": self.meta.get("name", self.model_dir.name),
                            "path": str(self.model_dir),
