@@ -2,8 +2,8 @@
 # Headline figures of a model (default: the bundled one) and of the classical baseline:
 # 20 fresh synthetic ALL-IDB1 fields (a seed never used for training), BCCD's official test
 # split and Zheng Dataset 1 fold 0 of 5 (held out of the default recipe). Results go to
-# bench/eval/<set>/<model|classical>/metrics.json. Real datasets are skipped when ../shared
-# is absent.
+# bench/eval/<set>/<model|classical>/metrics.json (<set>-int8: the model with --backend
+# onnx-int8). Real datasets are skipped when ../shared is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALLSEG=${ALLSEG:-.venv/bin/allseg}
@@ -18,14 +18,22 @@ run() {  # name, then evaluate's own arguments
   $ALLSEG evaluate "$@" --baseline classical --out "$OUT/$name/classical" > /dev/null
   echo "$name done"
 }
+int8() {  # name, then evaluate's own arguments: the model with its int8 segmenter
+  local name=$1; shift
+  $ALLSEG evaluate "$@" --model "$MODEL" --backend onnx-int8 --out "$OUT/$name/model" > /dev/null
+  echo "$name done"
+}
 run synth-allidb1 --data "$OUT/synth"
+int8 synth-allidb1-int8 --data "$OUT/synth"
 if [ -d "$DATA/bccd/BCCD" ]; then
   run bccd-test --data "$DATA/bccd/BCCD" --format voc --split test
+  int8 bccd-test-int8 --data "$DATA/bccd/BCCD" --format voc --split test
   # BCCD's magnification is fixed: its red cells are ~112 px (0.067 µm/px), the scale the
   # recipe trains it at; the estimate from its overlapping red cells reads ~0.09.
   run bccd-test-known-scale --data "$DATA/bccd/BCCD" --format voc --split test --um-per-px 0.067
 fi
 if [ -d "$DATA/zheng_wbc/Dataset 1" ]; then
   run zheng-fold0 --data "$DATA/zheng_wbc/Dataset 1" --format masks --split fold-0/5 --um-per-px 0.17
+  int8 zheng-fold0-int8 --data "$DATA/zheng_wbc/Dataset 1" --format masks --split fold-0/5 --um-per-px 0.17
 fi
 .venv/bin/python bench/eval_table.py "$OUT"

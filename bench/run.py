@@ -31,6 +31,8 @@ from allseg.synth import generate_field
 RUNS = 5
 OUT = Path(__file__).with_name("results.json")
 #: name -> (height, width, µm per pixel): an ALL-IDB1 field and a BCCD-sized photo.
+#: The default CPU backend, its optional int8 segmenter, and eager PyTorch.
+BACKENDS = ("onnx", "onnx-int8", "torch")
 IMAGES = {"allidb1_2592x1944": (1944, 2592, 0.09), "bccd_640x480": (480, 640, 0.067)}
 
 
@@ -108,8 +110,8 @@ def main() -> None:
                                  torch.get_num_threads(), "processor": platform.processor(),
                                  "matmul_gflops": round(matmul_gflops(), 1)},
                      "date": time.strftime("%Y-%m-%d"), "images": {}}
-    onnx, eager = Predictor("default", backend="onnx"), Predictor("default", backend="torch")
-    seg_eager = eager.segmenter.model
+    predictors = {backend: Predictor("default", backend=backend) for backend in BACKENDS}
+    onnx, seg_eager = predictors["onnx"], predictors["torch"].segmenter.model
     reference = build_model("unet_small", base_channels=64, depth=4)  # 64..1024 channels
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -119,8 +121,7 @@ def main() -> None:
             write_image_atomic(path, image)
             x = segmenter_input(onnx, image, um)
             results["images"][name] = {
-                "onnx_stages_s": stage_times(onnx, path, tmp),
-                "torch_stages_s": stage_times(eager, path, tmp),
+                **{f"{b}_stages_s": stage_times(p, path, tmp) for b, p in predictors.items()},
                 "segmenter_input": list(x.shape),
                 "segmenter_gflops": round(gflops(seg_eager, x), 2),
                 "reference_unet_forward_s": round(forward_seconds(reference, x), 3),
@@ -151,7 +152,7 @@ def print_table(r: dict) -> None:
           " end-to-end s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, row in r["images"].items():
-        for backend in ("onnx", "torch"):
+        for backend in BACKENDS:
             s = row[f"{backend}_stages_s"]
             print(f"| {name} | {backend} | {s.get('decode', 0):.3f} | {s['scale']:.3f} | "
                   f"{s['segmenter']:.3f} | {s['postprocess']:.3f} | {s['classifier']:.3f} | "
