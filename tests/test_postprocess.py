@@ -176,3 +176,22 @@ def test_a_cytoplasm_crescent_split_off_a_cell_is_merged_back() -> None:
     centre[(yy - 30) ** 2 + (xx - 70) ** 2 < 3 ** 2] = 1  # a spurious peak in the cytoplasm
     _, instances = instances_from_maps(prob, centre, min_area_px=10)
     assert instances.max() == 1 and (instances > 0).sum() == cell.sum()
+
+
+def test_enclosed_fragments_merge_but_touching_cells_stay_apart() -> None:
+    from allseg.postprocess.instances import merge_fragments
+
+    yy, xx = np.mgrid[:80, :120]
+    nucleus = np.full((80, 120), NUCLEUS)
+    # A wedge cut off a round cell (with nucleus): mostly enclosed by the rest, so merged.
+    labels = np.where((yy - 40) ** 2 + (xx - 40) ** 2 < 30 ** 2, 1, 0)
+    labels[(labels == 1) & (xx > 55) & (abs(yy - 40) < 8)] = 2
+    assert set(np.unique(merge_fragments(labels, nucleus))) == {0, 1}
+    # Two touching discs share a short chord: two cells.
+    pair = np.where((yy - 40) ** 2 + (xx - 35) ** 2 < 25 ** 2, 1, 0)
+    pair[((yy - 40) ** 2 + (xx - 82) ** 2 < 25 ** 2) & (pair == 0)] = 2
+    assert set(np.unique(merge_fragments(pair, nucleus))) == {0, 1, 2}
+    # Cells cut by the image border: the border is outline, not contact.
+    halves = np.ones((80, 120), int)
+    halves[:, 60:] = 2
+    assert set(np.unique(merge_fragments(halves, nucleus))) == {1, 2}

@@ -54,39 +54,57 @@ def _split_touching(centre: np.ndarray, foreground: np.ndarray,
 #: A split-off piece whose nucleus covers less than this share of it is merged back into
 #: its neighbour: every leukocyte has a substantial nucleus, a cytoplasm crescent has not.
 MIN_NUCLEUS_FRACTION = 0.1
+#: A piece sharing at least this share of its outline with other cells is merged too: a
+#: wedge cut off a large granulocyte is mostly enclosed by the rest of it, while cells that
+#: merely touch share a short chord. Chosen on tuning data, not on any reported test set:
+#: 20 synthetic fields (seed 4242) and BCCD trainval (seen in training). Instance F1 on the
+#: synthetic fields was 0.993 with no such rule, 0.974 at 0.25, 0.993 at 0.3, 0.996 from
+#: 0.35 to 0.55; BCCD trainval leukocyte F1 0.943 without it, 0.982 at 0.35, 0.955 at 0.55.
+MAX_CONTACT_FRACTION = 0.35
 
 
-def merge_nucleus_poor(labels: np.ndarray, parts: np.ndarray,
-                       min_fraction: float = MIN_NUCLEUS_FRACTION) -> np.ndarray:
-    """Merge each label with too little nucleus into the neighbour it touches most.
+def merge_fragments(labels: np.ndarray, parts: np.ndarray,
+                    min_nucleus: float = MIN_NUCLEUS_FRACTION,
+                    max_contact: float = MAX_CONTACT_FRACTION) -> np.ndarray:
+    """Merge each fragment (too little nucleus, or mostly enclosed by other cells) into the
+    neighbour it touches most.
 
     >>> labels = np.array([[1, 1, 2, 2]]); parts = np.array([[255, 128, 128, 128]])
-    >>> merge_nucleus_poor(labels, parts).tolist()
+    >>> merge_fragments(labels, parts).tolist()
     [[1, 1, 1, 1]]
+    >>> enclosed = np.array([[1, 1, 1, 1], [1, 2, 2, 1], [1, 1, 1, 1]])
+    >>> merge_fragments(enclosed, np.full(enclosed.shape, 255)).tolist()[1]
+    [1, 1, 1, 1]
     """
     n = int(labels.max(initial=0))
     flat = labels.ravel()
     area = np.bincount(flat, minlength=n + 1)
     nucleus = np.bincount(flat, weights=(parts == NUCLEUS).ravel(), minlength=n + 1)
-    poor = nucleus < min_fraction * area
-    poor[0] = False
-    if not poor.any():
-        return labels
-    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
-    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
-    touching = (a != b) & (a > 0) & (b > 0)
+    padded = np.pad(labels, 1)  # the image border is outline, never contact
+    a = np.concatenate([padded[:, :-1].ravel(), padded[:-1, :].ravel()])
+    b = np.concatenate([padded[:, 1:].ravel(), padded[1:, :].ravel()])
+    edge = a != b
+    outline = np.bincount(a[edge], minlength=n + 1) + np.bincount(b[edge], minlength=n + 1)
+    touching = edge & (a > 0) & (b > 0)
     src = np.concatenate([a[touching], b[touching]])
     dst = np.concatenate([b[touching], a[touching]])
-    src, dst = src[poor[src]], dst[poor[src]]
+    contact = np.bincount(src, minlength=n + 1)
+    fragment = (nucleus < min_nucleus * area) | (contact >= max_contact * np.maximum(outline, 1))
+    fragment[0] = False
+    src, dst = src[fragment[src]], dst[fragment[src]]
     if not len(src):
         return labels
     pair, contacts = np.unique(src * (n + 1) + dst, return_counts=True)
     src, dst = pair // (n + 1), pair % (n + 1)
-    order = np.lexsort((-contacts, src))  # per source, most contacts first
+    # Per fragment, its main neighbour; a fragment never absorbs a bigger piece, so two
+    # pieces of one cell that each qualify do not swap labels.
+    order = np.lexsort((-contacts, src))
     first = order[np.r_[True, src[order][1:] != src[order][:-1]]]
+    src, dst = src[first], dst[first]
+    keep = ~fragment[dst] | (area[dst] > area[src]) | ((area[dst] == area[src]) & (dst < src))
     lut = np.arange(n + 1)
-    lut[src[first]] = dst[first]
-    return lut[labels]
+    lut[src[keep]] = dst[keep]
+    return lut[lut[labels]]
 
 
 def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px: int,
@@ -115,7 +133,7 @@ def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px:
     labels = (_split_touching(centre, foreground, markers, n_markers)
               if n_markers else np.zeros(centre.shape, np.int32))
     parts = parts_from_probs(class_prob, labels > 0)
-    labels = merge_nucleus_poor(labels, parts)
+    labels = merge_fragments(labels, parts)
 
     ys, xs = np.nonzero(labels)
     ids = labels[ys, xs]
