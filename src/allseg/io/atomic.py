@@ -13,7 +13,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from allseg.io.png import encode_rgb_png
+from allseg.io import png
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], None]) -> Path:
@@ -72,25 +72,16 @@ def write_json_atomic(path: str | Path, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-# Label masks (long runs of one value) as PNG: run-length coding was ~3x smaller than
-# OpenCV's level-1 default and as fast (2592x1944, OpenCV 5.0, 2 cores). RGB images go to
-# allseg.io.png, which deflates row bands on every core.
-_PNG_LABELS = [cv2.IMWRITE_PNG_COMPRESSION, 1, cv2.IMWRITE_PNG_STRATEGY,
-               cv2.IMWRITE_PNG_STRATEGY_RLE]
-
-
 def encode_image(array: np.ndarray, ext: str, jpeg_quality: int = 92) -> bytes:
     """Encode an RGB/grey (8- or 16-bit) array as PNG, JPEG or TIFF bytes."""
-    if ext.lower() == ".png" and array.ndim == 3 and array.dtype == np.uint8 and array.size:
-        return encode_rgb_png(array)
+    if ext.lower() == ".png" and png.supports(array):
+        return png.encode_png(array)  # on every core; see allseg.io.png
     img = array
     if img.ndim == 3:
         img = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     params: list[int] = []
     if ext.lower() in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
-    elif ext.lower() == ".png":
-        params = _PNG_LABELS
     ok, buf = cv2.imencode(ext, img, params)
     if not ok:
         raise ValueError(f"could not encode image as {ext}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import io
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,7 +21,6 @@ from allseg.outputs.overlay import draw_overlay
 from allseg.outputs.schema import ALL_SUSPECTED, FEATURE_KEYS, Failure, ImageResult
 
 MAX_PNG16_ID = 65535
-_WRITERS = ThreadPoolExecutor(max_workers=3, thread_name_prefix="allseg-write")
 CSV_COLUMNS = ("image", "id", "class", "blast_probability", "centroid_x", "centroid_y",
                "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "area_px", *FEATURE_KEYS)
 
@@ -53,14 +51,11 @@ def write_image_outputs(result: ImageResult, image: np.ndarray, out_dir: str | P
         raise ValueError(f"{result.image}: {int(result.instances.max())} cell ids do not fit "
                          f"a 16-bit instances PNG (max {MAX_PNG16_ID})")
     paths = output_paths(out_dir, stem)
-    # PNG encoding dominates a full field's writing and releases the GIL: the three
-    # images are encoded side by side. Any failure is raised before S.json is written.
-    jobs = [(paths["overlay"], lambda: draw_overlay(image, result)),
-            (paths["instances"], lambda: result.instances.astype(np.uint16)),
-            (paths["parts"], lambda: result.parts.astype(np.uint8))]
-    futures = [_WRITERS.submit(lambda p=p, f=f: write_image_atomic(p, f())) for p, f in jobs]
-    for future in futures:
-        future.result()
+    # Each PNG is encoded on every core (allseg.io.png); encoding them one after another
+    # measured faster than side by side. Any failure is raised before S.json is written.
+    write_image_atomic(paths["parts"], result.parts.astype(np.uint8))
+    write_image_atomic(paths["instances"], result.instances.astype(np.uint16))
+    write_image_atomic(paths["overlay"], draw_overlay(image, result))
     write_json_atomic(paths["geojson"], to_geojson(result))
     write_json_atomic(paths["json"], result.to_json())
     return paths
