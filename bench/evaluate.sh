@@ -28,8 +28,8 @@ int8 synth-allidb1-int8 --data "$OUT/synth"
 if [ -d "$DATA/bccd/BCCD" ]; then
   run bccd-test --data "$DATA/bccd/BCCD" --format voc --split test
   int8 bccd-test-int8 --data "$DATA/bccd/BCCD" --format voc --split test
-  # BCCD's magnification is fixed: its red cells are ~112 px (0.067 µm/px), the scale the
-  # recipe trains it at; the estimate from its overlapping red cells reads ~0.09.
+  # BCCD's magnification is fixed: its red cells are ~112 px (0.067 µm/px); the estimate
+  # from its crenated, overlapping red cells reads ~0.09, the scale the recipe trains it at.
   run bccd-test-known-scale --data "$DATA/bccd/BCCD" --format voc --split test --um-per-px 0.067
 fi
 if [ -d "$DATA/zheng_wbc/Dataset 1" ]; then
