@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.allseg-installed
 
-.PHONY: install demo test lint bench eval fuzz clean
+.PHONY: install demo test lint bench eval fuzz docs-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,11 @@ demo: install
 	$(BIN)/allseg demo
 
 test: install
-	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff check src tests bench fuzz tools
 	$(BIN)/python -m pytest -q -n 2
 
 lint: install
-	$(BIN)/ruff check src tests bench fuzz
+	$(BIN)/ruff check src tests bench fuzz tools
 
 bench: install
 	$(BIN)/python bench/run.py
@@ -35,6 +35,10 @@ bench: install
 # Headline accuracy of the bundled model and the classical baseline (bench/eval/).
 eval: install
 	bash bench/evaluate.sh
+
+# Run every allseg command of README.md and docs/ (tiny trainings; ~15 min).
+docs-check: install
+	$(BIN)/python tools/docs_check.py
 
 # Longer coverage-guided fuzzing of every input surface (FUZZ_SECONDS in total).
 FUZZ_SECONDS ?= 300

@@ -1,5 +1,6 @@
 """The docs are true to the CLI: every allseg command line in README and docs/ uses a real
-command and real options. (The README's Python example runs as a doctest.)"""
+command and real options, and the README's first-model walkthrough runs as written. (The
+README's Python example runs as a doctest; `make docs-check` runs every documented command.)"""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -20,20 +20,10 @@ from typer.testing import CliRunner
 from allseg.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+sys.path.insert(0, str(ROOT / "tools"))
+from docs_check import command_lines, free_port  # noqa: E402  (shared with make docs-check)
+
 runner = CliRunner()
-
-
-def command_lines() -> list[tuple[str, str]]:
-    """(file name, command line) for every ``allseg`` call in a bash block."""
-    found = []
-    for doc in DOCS:
-        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(encoding="utf-8"), re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                line = line.split(" #")[0].strip()
-                if re.search(r"(^|\s|/)allseg\s", line) and "make " not in line:
-                    found.append((doc.name, line))
-    return found
 
 
 @pytest.mark.parametrize("doc, line", command_lines())
@@ -62,12 +52,6 @@ def readme_block(heading: str) -> list[str]:
             if line.strip() and not line.lstrip().startswith("#")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_readme_first_model_walkthrough_runs_as_written(tmp_path: Path) -> None:
     """Every line of "Your first model in five minutes", run as a newcomer would; the
     server is started, asked for its page and model, and stopped."""
@@ -79,7 +63,7 @@ def test_readme_first_model_walkthrough_runs_as_written(tmp_path: Path) -> None:
         assert args[0] == ".venv/bin/allseg", line
         cmd = [sys.executable, "-m", "allseg", *args[1:]]
         if args[1] == "serve":
-            _check_server([*cmd, "--port", str(_free_port())], tmp_path, env)
+            _check_server([*cmd, "--port", str(free_port())], tmp_path, env)
             continue
         done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                               timeout=600)
