@@ -51,7 +51,7 @@ def prepare(sandbox: Path) -> dict[str, str]:
         subprocess.run([ALLSEG, "synth", "--layout", layout, "--n", str(n), "--seed", "31",
                         "--out", str(out)], check=True, capture_output=True)
 
-    synth("allidb1", 4, sandbox / "ALL_IDB1")
+    synth("allidb1", 6, sandbox / "ALL_IDB1")
     _name_like_the_held_out_set(sandbox / "ALL_IDB1")
     synth("allidb2", 16, sandbox / "ALL_IDB2")
     synth("masks", 4, sandbox / "DATASET_DIR")
@@ -78,12 +78,15 @@ def prepare(sandbox: Path) -> dict[str, str]:
 
 
 def _name_like_the_held_out_set(root: Path) -> None:
-    """Rename the synthetic images to names of the ``allidb-test20`` split (same label)."""
+    """Give one synthetic image of each label a name of the ``allidb-test20`` split; the
+    others stay for training (the docs' recipe excludes the held-out names)."""
     from allseg.evaluation.splits import ALLIDB_TEST20
 
-    spare = {label: [n for n in ALLIDB_TEST20 if n.endswith(label)] for label in ("_0", "_1")}
+    spare = {label: next(n for n in ALLIDB_TEST20 if n.endswith(label)) for label in ("_0", "_1")}
     for image in sorted((root / "im").glob("*.jpg")):
-        new = spare[image.stem[-2:]].pop(0)
+        new = spare.pop(image.stem[-2:], None)
+        if new is None:
+            continue
         for path in root.rglob(f"{image.stem}.*"):
             path.rename(path.with_name(new + path.suffix))
 
