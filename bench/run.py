@@ -140,6 +140,14 @@ def main() -> None:
         results["folder_50_fields"] = {"images_per_s": round(50 / (time.perf_counter() - start),
                                                              3), "workers": 1}
         results["peak_rss_mb_one_field"] = round(peak_rss_mb(folder / "f00.jpg"), 1)
+        # A 10000x10000 mosaic of fields: tiling must keep memory bounded.
+        huge = tmp / "huge_10000x10000.jpg"
+        field = np.asarray(Image.open(folder / "f00.jpg"))
+        Image.fromarray(np.ascontiguousarray(np.tile(field, (6, 4, 1))[:10000, :10000])).save(
+            huge, quality=90)
+        start = time.perf_counter()
+        results["image_10000x10000"] = {"peak_rss_mb": round(peak_rss_mb(huge), 1),
+                                        "seconds": round(time.perf_counter() - start, 2)}
     results["bench_process_peak_rss_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     write_json_atomic(OUT, results)
@@ -160,7 +168,9 @@ def print_table(r: dict) -> None:
         print(f"| {name} | reference U-Net 64-1024, forward only | | | "
               f"{row['reference_unet_forward_s']:.3f} | | | | |")
     print(f"folder of 50 fields: {r['folder_50_fields']['images_per_s']} images/s; "
-          f"peak RSS one field: {r['peak_rss_mb_one_field']} MB")
+          f"peak RSS one field: {r['peak_rss_mb_one_field']} MB; 10000x10000 image: "
+          f"{r['image_10000x10000']['seconds']} s (whole process), "
+          f"{r['image_10000x10000']['peak_rss_mb']} MB peak")
 
 
 if __name__ == "__main__":
