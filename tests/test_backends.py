@@ -217,3 +217,16 @@ def _predict_agrees_with_float32(tmp_path: Path) -> None:
         assert found[backend]["model"]["backend"] == backend
     assert found["onnx-int8"]["leukocyte_count"] == found["onnx"]["leukocyte_count"] >= 3
     assert found["onnx-int8"]["verdict"] == found["onnx"]["verdict"]
+
+
+def test_export_to_an_unwritable_place_is_a_clear_error(folder: Path, tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from allseg.cli import app
+
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    done = CliRunner().invoke(app, ["export", "--model", str(folder), "--out",
+                                    str(blocker / "exported")])
+    assert done.exit_code == 2 and "Traceback" not in done.output
+    assert "a_file/exported" in done.output and "cannot write the export" in done.output

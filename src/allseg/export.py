@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from allseg.errors import ModelError
+from allseg.errors import InputError, ModelError
 from allseg.inference.backends import ONNX_TOLERANCE, SEGMENTER_EXAMPLE_HW
 from allseg.inference.models import resolve_model_dir
 from allseg.io.atomic import write_atomic
@@ -51,10 +51,10 @@ def export_model(model_dir: str | Path, out: Path, check: bool = True,
     crop = int(meta.get("crop_size", 96))
     example = {"segmenter": SEGMENTER_EXAMPLE_HW, "classifier": (crop, crop)}
 
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     diffs: dict[str, float] = {}
     try:
+        out.mkdir(parents=True, exist_ok=True)
         for stage in ("segmenter", "classifier"):
             written.append(export_onnx(models[stage], out / f"{stage}.onnx", example[stage]))
         if check:
@@ -67,9 +67,12 @@ def export_model(model_dir: str | Path, out: Path, check: bool = True,
         if int8:
             written.append(out / "segmenter.int8.onnx")
             int8_figures = _quantize(out, float(meta["canonical_um_per_px"]))
-    except BaseException:
+    except BaseException as exc:
         for path in written:
             path.unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # unwritable or full folder: say which, no traceback
+            raise InputError(out, f"cannot write the export here ({exc.strerror or exc})"
+                             ) from exc
         raise
 
     same = out.resolve() == src.resolve()
