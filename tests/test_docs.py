@@ -10,7 +10,6 @@ import re
 import shlex
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from allseg.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
-from docs_check import command_lines, free_port  # noqa: E402  (shared with make docs-check)
+from docs_check import command_lines, free_port, serving  # noqa: E402  (shared with docs-check)
 
 runner = CliRunner()
 
@@ -73,23 +72,9 @@ def test_readme_first_model_walkthrough_runs_as_written(tmp_path: Path) -> None:
 
 
 def _check_server(cmd: list[str], cwd: Path, env: dict[str, str]) -> None:
-    port = cmd[-1]
-    server = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/model") as reply:
-                    model = json.loads(reply.read())
-                break
-            except OSError:
-                assert server.poll() is None, server.stderr.read()[-2000:]
-                assert time.time() < deadline, "the server did not answer in 120 s"
-                time.sleep(0.5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as reply:
+    with serving(cmd, cwd, env) as base:
+        with urllib.request.urlopen(f"{base}/v1/model") as reply:
+            model = json.loads(reply.read())
+        with urllib.request.urlopen(f"{base}/") as reply:
             assert reply.status == 200 and b"<html" in reply.read().lower()
-        assert model["name"] == "model"  # first/run/model, not the bundled "default"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert model["name"] == "model"  # first/run/model, not the bundled "default"

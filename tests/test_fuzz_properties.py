@@ -140,14 +140,20 @@ def _load_all(root: Path, fmt: str) -> None:
                 assert isinstance(dataset[i], Record)
 
 
+def _load_files(fmt: str, files: dict[str, bytes | str | None]) -> None:
+    """Write ``files`` (relative name -> content; None: left out) into a fresh folder and
+    read it as ``fmt`` with :func:`_load_all`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, data in files.items():
+            if data is not None:
+                _write(Path(tmp), name, data)
+        _load_all(Path(tmp), fmt)
+
+
 @FUZZ
 @given(text=LABEL_TEXT)
 def test_allidb1_xyc_text(text: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _write(root, "im/Im001_1.jpg", TINY_JPEG)
-        _write(root, "xyc/Im001_1.xyc", text)
-        _load_all(root, "allidb1")
+    _load_files("allidb1", {"im/Im001_1.jpg": TINY_JPEG, "xyc/Im001_1.xyc": text})
 
 
 @st.composite
@@ -171,36 +177,21 @@ def voc_xml(draw: st.DrawFn) -> str:
 @FUZZ
 @given(text=voc_xml())
 def test_voc_xml_text(text: str) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _write(root, "JPEGImages/a.jpg", TINY_JPEG)
-        _write(root, "Annotations/a.xml", text)
-        _load_all(root, "voc")
+    _load_files("voc", {"JPEGImages/a.jpg": TINY_JPEG, "Annotations/a.xml": text})
 
 
 @FUZZ
 @given(text=LABEL_TEXT, classes=st.one_of(st.none(), st.binary(max_size=80), st.text(max_size=80)),
        yaml=st.one_of(st.none(), st.text(max_size=120)))
 def test_yolo_label_text(text: str, classes: bytes | str | None, yaml: str | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _write(root, "images/a.jpg", TINY_JPEG)
-        _write(root, "labels/a.txt", text)
-        if classes is not None:
-            _write(root, "classes.txt", classes)
-        if yaml is not None:
-            _write(root, "data.yaml", yaml)
-        _load_all(root, "yolo")
+    _load_files("yolo", {"images/a.jpg": TINY_JPEG, "labels/a.txt": text,
+                         "classes.txt": classes, "data.yaml": yaml})
 
 
 @FUZZ
 @given(mask=image_bytes())
 def test_mask_folder_with_hostile_mask(mask: bytes) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        _write(root, "images/a.jpg", TINY_JPEG)
-        _write(root, "masks/a.png", mask)
-        _load_all(root, "masks")
+    _load_files("masks", {"images/a.jpg": TINY_JPEG, "masks/a.png": mask})
 
 
 # ---------------------------------------------------------------- training recipe

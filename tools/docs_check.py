@@ -12,6 +12,7 @@ Exit code 1 if any command fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -97,14 +99,10 @@ def adapt(args: list[str], paths: dict[str, str]) -> tuple[list[str] | None, str
         return None, "needs several machines or a remote" if args[0] != "git" else "git clone"
     changes = []
     args = [paths.get(a, a) for a in args]
-    env_free = [a for a in args if not re.match(r"^[A-Z_]+=", a)]
-    command = env_free[env_free.index("allseg") + 1 if "allseg" in env_free else
-                       next(i for i, a in enumerate(env_free) if a.endswith("/allseg")) + 1]
-    if command == "train":
+    if "train" in args:
         args += TINY_TRAINING
         changes.append("tiny training")
-    if command == "serve":
-        args = [a for a in args]
+    if "serve" in args:
         if "--port" in args:
             args[args.index("--port") + 1] = str(free_port())
         else:
@@ -137,24 +135,37 @@ def run(args: list[str], cwd: Path) -> tuple[bool, str]:
         else ""
 
 
-def _serve(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[bool, str]:
-    port = args[args.index("--port") + 1]
+@contextlib.contextmanager
+def serving(args: list[str], cwd: Path, env: dict[str, str]) -> Iterator[str]:
+    """Start ``allseg serve ... --port P``; yield its base URL once /healthz answers, stop
+    it on leaving. RuntimeError (with the server's last stderr) if it never answers."""
+    base = f"http://127.0.0.1:{args[args.index('--port') + 1]}"
     server = subprocess.Popen(args, cwd=cwd, env=env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 120
-        while time.time() < deadline:
+        while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz") as reply:
-                    return reply.status == 200, "answered /healthz"
+                with urllib.request.urlopen(f"{base}/healthz"):
+                    break
             except OSError:
                 if server.poll() is not None:
-                    return False, server.stderr.read().strip()[-300:]
+                    raise RuntimeError(server.stderr.read().strip()[-300:]) from None
+                if time.time() > deadline:
+                    raise RuntimeError("no answer in 120 s") from None
                 time.sleep(0.5)
-        return False, "no answer in 120 s"
+        yield base
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _serve(args: list[str], cwd: Path, env: dict[str, str]) -> tuple[bool, str]:
+    try:
+        with serving(args, cwd, env):
+            return True, "answered /healthz"
+    except RuntimeError as exc:
+        return False, str(exc)
 
 
 def main() -> int:

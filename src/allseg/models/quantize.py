@@ -15,12 +15,16 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from allseg.errors import ModelError
 from allseg.io.atomic import write_atomic
 from allseg.models.onnx_export import INPUT_NAME
+
+if TYPE_CHECKING:  # backends imports this module lazily; no import cycle at run time
+    from allseg.inference.backends import OnnxRunner
 
 #: Synthetic fields (height, width) used to calibrate, and their seed.
 CALIBRATION_FIELDS = 6
@@ -73,7 +77,8 @@ def quantize_segmenter(fp32_path: str | Path, out_path: str | Path,
     return Path(out_path)
 
 
-def check_int8(int8_runner, fp32_runner, canonical_um_per_px: float) -> dict[str, float]:
+def check_int8(int8_runner: OnnxRunner, fp32_runner: OnnxRunner,
+               canonical_um_per_px: float) -> dict[str, float]:
     """Compare the int8 and float32 segmenters on a synthetic field not used to calibrate.
 
     Returns ``{"class_agreement", "centre_mean_diff"}``; raises ModelError naming the
