@@ -2,8 +2,10 @@
 # Headline figures of a model (default: the bundled one) and of the classical baseline:
 # 20 fresh synthetic ALL-IDB1 fields (a seed never used for training), BCCD's official test
 # split and Zheng Dataset 1 fold 0 of 5 (held out of the default recipe). Results go to
-# bench/eval/<set>/<model|classical>/metrics.json (<set>-int8: the model with --backend
-# onnx-int8). Real datasets are skipped when ../shared is absent.
+# bench/eval/<set>/<model|classical>/metrics.json: <set> runs the model's float32 graph
+# (--backend onnx), <set>-int8 its int8 segmenter (--backend onnx-int8, what the default
+# --backend auto picks on CPUs with int8 dot products). Real datasets are skipped when
+# ../shared is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALLSEG=${ALLSEG:-.venv/bin/allseg}
@@ -14,7 +16,7 @@ DATA=${DATA:-../shared/data}
 [ -f "$OUT/synth/.complete" ] || { $ALLSEG synth --layout allidb1 --n 20 --seed 777 --out "$OUT/synth"; touch "$OUT/synth/.complete"; }
 run() {  # name, then evaluate's own arguments
   local name=$1; shift
-  $ALLSEG evaluate "$@" --model "$MODEL" --out "$OUT/$name/model" > /dev/null
+  $ALLSEG evaluate "$@" --model "$MODEL" --backend onnx --out "$OUT/$name/model" > /dev/null
   $ALLSEG evaluate "$@" --baseline classical --out "$OUT/$name/classical" > /dev/null
   echo "$name done"
 }

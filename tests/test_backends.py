@@ -52,17 +52,47 @@ def test_onnx_runner_matches_torch_on_odd_sizes(models: dict, tmp_path: Path):
     assert got.shape == (5, 1) and np.abs(got - expected).max() < 1e-4
 
 
-def test_backend_selection(models: dict, tmp_path: Path):
+def test_backend_selection(models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     seg = models["segmenter"]
-    assert isinstance(make_runner(seg, "segment", "torch", tmp_path), TorchRunner)
-    assert isinstance(make_runner(seg, "segment", "onnx", tmp_path), OnnxRunner)
-    # This test machine has no CUDA, so "auto" means onnxruntime.
-    assert isinstance(make_runner(seg, "segment", "auto", tmp_path), OnnxRunner)
+    assert make_runner(seg, "segment", "torch", tmp_path).backend == "torch"
+    assert make_runner(seg, "segment", "onnx", tmp_path).backend == "onnx"
+    # This test machine has no CUDA, so "auto" means onnxruntime: float32 on a CPU without
+    # int8 dot products, else int8; an int8 graph that fails its acceptance check makes
+    # auto fall back to float32 with a warning, and onnx-int8 asked by name an error.
+    monkeypatch.setattr(backends, "cpu_has_int8_dot", lambda: False)
+    assert backends.resolve_backend("auto") == "onnx"
+    assert make_runner(seg, "segment", "auto", tmp_path).backend == "onnx"
+    monkeypatch.setattr(backends, "cpu_has_int8_dot", lambda: True)
+    assert backends.resolve_backend("auto") == "onnx-int8"
+    monkeypatch.setattr("allseg.models.quantize.check_int8", _refuse)
+    with pytest.warns(UserWarning, match="using the float32 segmenter.*refused here"):
+        assert make_runner(seg, "segment", "auto", tmp_path).backend == "onnx"
+    with pytest.raises(ModelError, match="refused here"), pytest.warns(UserWarning):
+        make_runner(seg, "segment", "onnx-int8", tmp_path)  # warns: re-quantising the cache
     with pytest.raises(ValueError) as info:
         make_runner(seg, "segment", "tensorrt", tmp_path)
     assert all(name in str(info.value) for name in BACKENDS)
     with pytest.raises(ValueError, match="example_hw"):
         make_runner(models["classifier"], "classify", "onnx", tmp_path)
+
+
+def _refuse(runner: OnnxRunner, *_: object) -> None:
+    raise ModelError(f"{runner.path}: refused here")
+
+
+@pytest.mark.parametrize(("cpuinfo", "expected"), [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", True),
+    ("flags\t\t: fpu sse2 avx2 avx_vnni\n", True),
+    ("flags\t\t: fpu sse2 avx2 avx512f\nbugs\t\t: avx512_vnni\n", False),
+    ("processor\t: 0\nFeatures\t: fp asimd evtstrm crc32 asimddp\n", True),
+    ("Features\t: fp asimd evtstrm crc32\n", False),
+    (None, False),
+])
+def test_int8_dot_product_detection(tmp_path: Path, cpuinfo: str | None, expected: bool):
+    path = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        path.write_text(cpuinfo)
+    assert backends.cpu_has_int8_dot(path) is expected
 
 
 def test_default_cache_dir_is_per_user(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
@@ -192,6 +222,22 @@ def test_int8_segmenter_of_the_bundled_model(tmp_path: Path, monkeypatch: pytest
     cls = make_runner(models["classifier"], "classify", "onnx-int8", tmp_path / "cache",
                       example_hw=(int(meta["crop_size"]),) * 2)
     assert cls.path.name == "classifier.onnx"
+
+
+def test_bundled_model_ships_its_int8_segmenter(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch):
+    """Under 30 MB with its int8 graph, which auto uses as shipped on a CPU with int8 dot
+    products: nothing is quantised on a first run."""
+    from allseg.inference.models import resolve_model_dir
+
+    folder = resolve_model_dir("default")
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 30e6
+    monkeypatch.setattr(backends, "cpu_has_int8_dot", lambda: True)
+    models, meta = load_model_folder(folder)
+    runner = make_runner(models["segmenter"], "segment", "auto", tmp_path / "cache",
+                         stage="segmenter", model_dir=folder)
+    assert runner.backend == "onnx-int8" and runner.path == folder / "segmenter.int8.onnx"
+    assert not list((tmp_path / "cache").rglob("*.int8.onnx"))
 
 
 def _predict_agrees_with_float32(tmp_path: Path) -> None:

@@ -127,8 +127,11 @@ class OnnxRunner:
     """Run an exported graph with onnxruntime (CPU) on numpy batches.
 
     Same call contract as TorchRunner. ``threads`` defaults to ``os.cpu_count()``
-    intra-op threads; graph optimisation level ALL.
+    intra-op threads; graph optimisation level ALL. ``backend`` names what runs, for the
+    outputs' model record ("onnx", or "onnx-int8" for a quantised graph).
     """
+
+    backend = "onnx"
 
     def __init__(self, onnx_path: str | Path, activation: str,
                  threads: int | None = None) -> None:
@@ -164,8 +167,27 @@ class OnnxRunner:
         return apply_activation(self.logits(batch), self.activation)
 
 
+#: CPU feature flags (Linux ``/proc/cpuinfo``) of int8 dot-product instructions, where
+#: ONNX Runtime's int8 convolutions beat float32: x86 VNNI / AMX, Arm dot product.
+INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8", "asimddp"})
+
+
+def cpu_has_int8_dot(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU has int8 dot-product instructions (False where it cannot tell)."""
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features") and INT8_DOT_FLAGS & set(value.split()):
+            return True
+    return False
+
+
 def resolve_backend(backend: str) -> str:
-    """"auto" -> "torch" when CUDA is available (or onnxruntime is missing), else "onnx"."""
+    """"auto" -> "torch" when CUDA is available (or onnxruntime is missing); else
+    "onnx-int8" on CPUs with int8 dot products (``cpu_has_int8_dot``), else "onnx"."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend != "auto":
@@ -176,7 +198,7 @@ def resolve_backend(backend: str) -> str:
         import onnxruntime  # noqa: F401
     except ImportError:
         return "torch"
-    return "onnx"
+    return "onnx-int8" if cpu_has_int8_dot() else "onnx"
 
 
 def make_runner(model: AllsegModel, activation: str, backend: str = "auto",
@@ -215,13 +237,19 @@ def make_runner(model: AllsegModel, activation: str, backend: str = "auto",
         model, example_hw, weights if weights and weights.is_file() else None)
     runner = _float32_onnx_runner(model, activation, cached / f"{stage}.onnx", model_dir,
                                   stage, example_hw, threads)
-    if resolved == "onnx-int8" and model.task == "segment":
-        shipped = Path(model_dir) / f"{stage}.int8.onnx" if model_dir is not None else None
+    if resolved != "onnx-int8" or model.task != "segment":
+        return runner
+    shipped = Path(model_dir) / f"{stage}.int8.onnx" if model_dir is not None else None
+    try:
         if shipped is not None and shipped.is_file():
             return _int8_runner(runner, shipped, canonical_um_per_px)
         return _int8_runner(runner, cached / f"{stage}.int8.onnx", canonical_um_per_px,
                             cache=True)
-    return runner
+    except ModelError as exc:
+        if backend != "auto":  # asked for int8 by name: say why it cannot be had
+            raise
+        warnings.warn(f"using the float32 segmenter: {exc}", stacklevel=2)
+        return runner
 
 
 def _int8_runner(fp32: OnnxRunner, path: Path, canonical_um_per_px: float,
@@ -230,11 +258,15 @@ def _int8_runner(fp32: OnnxRunner, path: Path, canonical_um_per_px: float,
     (or, in the ``cache``, if unusable)."""
     from allseg.models.quantize import check_int8, quantize_segmenter
 
+    def accepted() -> OnnxRunner:
+        runner = OnnxRunner(path, fp32.activation, fp32.threads)
+        check_int8(runner, fp32, canonical_um_per_px)
+        runner.backend = "onnx-int8"
+        return runner
+
     if cache and path.is_file():
         try:
-            runner = OnnxRunner(path, fp32.activation, fp32.threads)
-            check_int8(runner, fp32, canonical_um_per_px)
-            return runner
+            return accepted()
         except ModelError as exc:
             warnings.warn(f"re-quantising an unusable cached int8 model: {exc}", stacklevel=2)
             path.unlink(missing_ok=True)
@@ -247,9 +279,7 @@ def _int8_runner(fp32: OnnxRunner, path: Path, canonical_um_per_px: float,
         except OSError as exc:
             raise ModelError(f"cannot write the int8 segmenter at {path} ({exc}); use "
                              "'allseg export --int8' to a writable folder") from exc
-    runner = OnnxRunner(path, fp32.activation, fp32.threads)
-    check_int8(runner, fp32, canonical_um_per_px)
-    return runner
+    return accepted()
 
 
 def _float32_onnx_runner(model: AllsegModel, activation: str, path: Path,

@@ -32,6 +32,8 @@ class TorchRunner:
     """Run a network on numpy batches: eval mode, no autograd, channels-last; on CUDA
     when a GPU is present, with float16 autocast there."""
 
+    backend = "torch"
+
     def __init__(self, model: torch.nn.Module, activation: str) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.eval().to(self.device, memory_format=torch.channels_last)

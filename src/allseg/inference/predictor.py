@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 
 from allseg.errors import ModelError
-from allseg.inference.backends import make_runner, resolve_backend
+from allseg.inference.backends import make_runner
 from allseg.inference.models import resolve_model_dir
 from allseg.inference.scale import resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
@@ -46,7 +46,6 @@ class Predictor:
                              "stage; train it or pass --base-model when training")
         crop = int(self.meta["crop_size"])
         self.canonical = float(self.meta["canonical_um_per_px"])
-        self.backend = resolve_backend(backend)
         self.segmenter = make_runner(models["segmenter"], "segment", backend, stage="segmenter",
                                      model_dir=self.model_dir,
                                      canonical_um_per_px=self.canonical)
@@ -60,7 +59,7 @@ class Predictor:
         self.model_info = {"name": self.meta.get("name", self.model_dir.name),
                            "path": str(self.model_dir),
                            "allseg_version": self.meta.get("allseg_version"), "tta": tta,
-                           "backend": self.backend}
+                           "backend": self.segmenter.backend}
 
     def predict_path(self, path: str | Path, um_per_px: float | None = None,
                      cell_diameter_px: float | None = None) -> tuple[ImageResult, np.ndarray]:
