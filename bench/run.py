@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from allseg.inference.backends import resolve_backend
 from allseg.inference.batch import predict_files
 from allseg.inference.predictor import Predictor
 from allseg.io.atomic import write_image_atomic, write_json_atomic
@@ -30,9 +31,10 @@ from allseg.synth import generate_field
 
 RUNS = 5
 OUT = Path(__file__).with_name("results.json")
-#: name -> (height, width, µm per pixel): an ALL-IDB1 field and a BCCD-sized photo.
-#: The default CPU backend, its optional int8 segmenter, and eager PyTorch.
+#: ONNX Runtime float32, its int8 segmenter, and eager PyTorch; ``--backend auto`` (the
+#: default) is one of them, recorded as the machine's ``default_backend``.
 BACKENDS = ("onnx", "onnx-int8", "torch")
+#: name -> (height, width, µm per pixel): an ALL-IDB1 field and a BCCD-sized photo.
 IMAGES = {"allidb1_2592x1944": (1944, 2592, 0.09), "bccd_640x480": (480, 640, 0.067)}
 
 
@@ -108,9 +110,11 @@ def main() -> None:
     torch.set_num_threads(torch.get_num_threads())
     results: dict = {"machine": {"python": platform.python_version(), "cpu_count":
                                  torch.get_num_threads(), "processor": platform.processor(),
-                                 "matmul_gflops": round(matmul_gflops(), 1)},
+                                 "matmul_gflops": round(matmul_gflops(), 1),
+                                 "default_backend": resolve_backend("auto")},
                      "date": time.strftime("%Y-%m-%d"), "images": {}}
     predictors = {backend: Predictor("default", backend=backend) for backend in BACKENDS}
+    default = predictors[results["machine"]["default_backend"]]
     onnx, seg_eager = predictors["onnx"], predictors["torch"].segmenter.model
     reference = build_model("unet_small", base_channels=64, depth=4)  # 64..1024 channels
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,7 +140,7 @@ def main() -> None:
             field = generate_field(np.random.default_rng(100 + i), 1944, 2592, 0.09).image
             Image.fromarray(field).save(folder / f"f{i:02d}.jpg", quality=92)
         start = time.perf_counter()
-        predict_files(onnx, [folder], tmp / "folder_out", progress=False)
+        predict_files(default, [folder], tmp / "folder_out", progress=False)
         results["folder_50_fields"] = {"images_per_s": round(50 / (time.perf_counter() - start),
                                                              3), "workers": 1}
         results["peak_rss_mb_one_field"] = round(peak_rss_mb(folder / "f00.jpg"), 1)
@@ -159,15 +163,18 @@ def print_table(r: dict) -> None:
     print("| image | backend | decode | scale | segmenter | postprocess | classifier | write |"
           " end-to-end s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    default = r["machine"]["default_backend"]
     for name, row in r["images"].items():
         for backend in BACKENDS:
             s = row[f"{backend}_stages_s"]
-            print(f"| {name} | {backend} | {s.get('decode', 0):.3f} | {s['scale']:.3f} | "
+            label = f"{backend} (default)" if backend == default else backend
+            print(f"| {name} | {label} | {s.get('decode', 0):.3f} | {s['scale']:.3f} | "
                   f"{s['segmenter']:.3f} | {s['postprocess']:.3f} | {s['classifier']:.3f} | "
                   f"{s['write']:.3f} | {s['end_to_end']:.3f} |")
         print(f"| {name} | reference U-Net 64-1024, forward only | | | "
               f"{row['reference_unet_forward_s']:.3f} | | | | |")
-    print(f"folder of 50 fields: {r['folder_50_fields']['images_per_s']} images/s; "
+    print(f"default backend: {r['machine']['default_backend']}; folder of 50 fields: "
+          f"{r['folder_50_fields']['images_per_s']} images/s; "
           f"peak RSS one field: {r['peak_rss_mb_one_field']} MB; 10000x10000 image: "
           f"{r['image_10000x10000']['seconds']} s (whole process), "
           f"{r['image_10000x10000']['peak_rss_mb']} MB peak")
