@@ -195,3 +195,27 @@ def test_enclosed_fragments_merge_but_touching_cells_stay_apart() -> None:
     halves = np.ones((80, 120), int)
     halves[:, 60:] = 2
     assert set(np.unique(merge_fragments(halves, nucleus))) == {1, 2}
+
+
+def test_a_cell_with_two_centre_peaks_is_one_cell_but_overlapping_discs_are_two() -> None:
+    """A bilobed granulocyte gives the centre map two peaks: the watershed cuts the round
+    cell in two and the convex union merges it back; two overlapping round cells stay two."""
+    yy, xx = np.mgrid[:100, :160]
+
+    def maps(cells: list[tuple[int, int, int]], peaks: list[tuple[int, int]]):
+        cell = np.zeros((100, 160), bool)
+        for cy, cx, r in cells:
+            cell |= (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        prob = np.zeros((3, 100, 160), np.float32)
+        prob[0][~cell], prob[2][cell] = 1, 1
+        centre = np.zeros((100, 160), np.float32)
+        for py, px in peaks:
+            centre[(yy - py) ** 2 + (xx - px) ** 2 < 4**2] = 1
+        return prob, centre
+
+    lobed = maps([(50, 60, 35)], [(50, 45), (50, 75)])
+    _, instances = instances_from_maps(*lobed, min_area_px=10)
+    assert instances.max() == 1
+    overlapping = maps([(50, 50, 30), (50, 105, 30)], [(50, 50), (50, 105)])
+    _, instances = instances_from_maps(*overlapping, min_area_px=10)
+    assert instances.max() == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage as ndi
+from skimage.morphology import convex_hull_image
 from skimage.segmentation import watershed
 
 from allseg.data.record import BACKGROUND, CYTOPLASM, NUCLEUS
@@ -107,6 +108,63 @@ def merge_fragments(labels: np.ndarray, parts: np.ndarray,
     return lut[lut[labels]]
 
 
+#: Two touching pieces whose union fills at least this share of its convex hull are one
+#: cell cut in two (a lobed eosinophil or neutrophil nucleus gives the centre map two
+#: peaks): cells that merely touch leave notches where they meet. On tuning data (20
+#: synthetic fields, seed 4242, and half of BCCD trainval) one in ten whole predicted cells
+#: is less convex than 0.94-0.95, and no union of two different touching cells reached 0.93
+#: (at most 0.921).
+MIN_UNION_SOLIDITY = 0.94
+
+
+def merge_convex_pairs(labels: np.ndarray,
+                       min_solidity: float = MIN_UNION_SOLIDITY) -> np.ndarray:
+    """Merge touching pieces whose union is convex, most convex pair first, until none is.
+
+    >>> halves = np.zeros((9, 9), int); halves[1:8, 1:8] = 1; halves[1:8, 5:8] = 2
+    >>> np.unique(merge_convex_pairs(halves)).tolist()
+    [0, 1]
+    >>> two = np.zeros((5, 11), int); two[1:4, 1:5] = 1; two[2, 5] = 1; two[1:4, 6:10] = 2
+    >>> two[2, 5] = 2; np.unique(merge_convex_pairs(two)).tolist()  # joined by a neck
+    [0, 1, 2]
+    """
+    labels = labels.copy()
+    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
+    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    touching = (a != b) & (a > 0) & (b > 0)
+    pairs = {(int(x), int(y)) for x, y in
+             np.unique(np.sort(np.stack([a[touching], b[touching]], 1), axis=1), axis=0)}
+    boxes = dict(enumerate(ndi.find_objects(labels), start=1))
+    solidity = {pair: _union_solidity(labels, boxes, *pair) for pair in pairs}
+    while solidity:
+        (keep, gone), best = max(solidity.items(), key=lambda item: item[1])
+        if best < min_solidity:
+            break
+        box = _union_box(boxes[keep], boxes[gone])
+        labels[box][labels[box] == gone] = keep
+        boxes[keep] = box
+        neighbours = {x if y in (keep, gone) else y for x, y in solidity
+                      if keep in (x, y) or gone in (x, y)} - {keep, gone}
+        solidity = {pair: v for pair, v in solidity.items()
+                    if keep not in pair and gone not in pair}
+        for other in neighbours:
+            pair = (min(keep, other), max(keep, other))
+            solidity[pair] = _union_solidity(labels, boxes, *pair)
+    return labels
+
+
+def _union_box(first: tuple[slice, slice], second: tuple[slice, slice]) -> tuple[slice, ...]:
+    return tuple(slice(min(p.start, q.start), max(p.stop, q.stop))
+                 for p, q in zip(first, second, strict=True))
+
+
+def _union_solidity(labels: np.ndarray, boxes: dict, first: int, second: int) -> float:
+    """Area of two labels' union over the area of its convex hull (pixels)."""
+    crop = labels[_union_box(boxes[first], boxes[second])]
+    union = (crop == first) | (crop == second)
+    return float(union.sum() / convex_hull_image(union).sum())
+
+
 def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px: int,
                         marker_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Leukocyte parts and instances from the segmenter's outputs.
@@ -133,7 +191,7 @@ def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px:
     labels = (_split_touching(centre, foreground, markers, n_markers)
               if n_markers else np.zeros(centre.shape, np.int32))
     parts = parts_from_probs(class_prob, labels > 0)
-    labels = merge_fragments(labels, parts)
+    labels = merge_convex_pairs(merge_fragments(labels, parts))
 
     ys, xs = np.nonzero(labels)
     ids = labels[ys, xs]
