@@ -16,8 +16,8 @@ for k in 0 1 2 3 4; do
   if [ ! -f "$run/eval/metrics.json" ]; then
     $ALLSEG train -c configs/zheng_cv.toml --stage segmenter --base-model default \
       --set "data.0.path=$ZHENG" --set "data.0.hold_out=[5, $k]" --out "$run" "$@"
-    $ALLSEG evaluate --model "$run/model" --data "$ZHENG" --format masks --split "fold-$k/5" \
-      --um-per-px 0.17 --out "$run/eval" > /dev/null
+    $ALLSEG evaluate --model "$run/model" --backend onnx --data "$ZHENG" --format masks \
+      --split "fold-$k/5" --um-per-px 0.17 --out "$run/eval" > /dev/null
     $ALLSEG evaluate --baseline classical --data "$ZHENG" --format masks --split "fold-$k/5" \
       --um-per-px 0.17 --out "$run/classical" > /dev/null
   fi
