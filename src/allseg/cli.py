@@ -127,8 +127,9 @@ def predict(
         help="Typical leukocyte diameter in pixels (alternative to --um-per-px).", min=1)] = None,
     tta: Annotated[bool, typer.Option(help="Average over flips (slower, steadier).")] = False,
     backend: Annotated[str, typer.Option(
-        help="auto (ONNX Runtime on CPU, PyTorch on CUDA), onnx, torch, or onnx-int8 (int8 "
-        "segmenter, faster on CPUs with VNNI; see docs/export.md).")] = "auto",
+        help="auto (PyTorch on CUDA; on a CPU ONNX Runtime, with the int8 segmenter where the "
+        "CPU has int8 dot products), onnx (float32), onnx-int8 or torch; see "
+        "docs/export.md.")] = "auto",
     skip_existing: Annotated[bool, typer.Option(
         help="Skip images whose outputs are already complete.")] = False,
     fmt: Annotated[list[str] | None, typer.Option(
