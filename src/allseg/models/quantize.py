@@ -1,4 +1,5 @@
-"""Optional int8 segmenter for ONNX Runtime (static, per-channel, QDQ).
+"""The int8 segmenter for ONNX Runtime (static, per-channel, QDQ); `--backend auto` runs it
+on CPUs with int8 dot products (`allseg.inference.backends.cpu_has_int8_dot`).
 
 Measured on a 2-core AMD EPYC with AVX-512 VNNI (`make bench`, 2026-11-26): the int8
 segmenter ran a 2592x1944 field in 0.091 s against 0.181 s for float32, and kept the class
