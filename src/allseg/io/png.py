@@ -3,10 +3,12 @@
 Writing the outputs was the slowest step of predicting an ALL-IDB1 field: libpng (via
 OpenCV) encodes on one core, 0.11 s for a 2592x1944 overlay and 0.06 s for its 16-bit
 instance mask even with its fastest settings. Here the rows are UP-filtered with numpy and
-deflated in bands side by side (zlib releases the GIL). Each non-final band ends with a
-full flush, which empties the compressor's window, so no match reaches across bands and
-the pieces concatenate into one valid zlib stream. Photos use Huffman-only coding; label
-masks, whose filtered rows are mostly zeros, run-length coding. Any PNG reader decodes
+deflated in bands side by side with Intel's ISA-L (python-isal), which releases the GIL.
+Each non-final band ends with a full flush, which empties the compressor's window, so no
+match reaches across bands and the pieces concatenate into one valid zlib stream. Measured
+on the overlay, mask and instance PNGs of a 2592x1944 field on 2 cores (2026-11-27): 44 ms
+in all with ISA-L at level 1, against 95 ms with zlib's fastest settings (Huffman-only for
+the photo, run-length for the masks), for an 8% larger overlay file. Any PNG reader decodes
 the result; tests check it against PIL.
 """
 
@@ -14,10 +16,10 @@ from __future__ import annotations
 
 import os
 import struct
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+from isal import isal_zlib
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UP_FILTER = 2
@@ -29,12 +31,13 @@ _POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="allseg-png")
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
     return (struct.pack(">I", len(data)) + kind + data
-            + struct.pack(">I", zlib.crc32(data, zlib.crc32(kind))))
+            + struct.pack(">I", isal_zlib.crc32(data, isal_zlib.crc32(kind))))
 
 
-def _deflate(band: memoryview, strategy: int, last: bool) -> bytes:
-    packer = zlib.compressobj(1, zlib.DEFLATED, -15, 9, strategy)
-    return packer.compress(band) + packer.flush(zlib.Z_FINISH if last else zlib.Z_FULL_FLUSH)
+def _deflate(band: memoryview, last: bool) -> bytes:
+    packer = isal_zlib.compressobj(1, isal_zlib.DEFLATED, -15)
+    return packer.compress(band) + packer.flush(isal_zlib.Z_FINISH if last
+                                                else isal_zlib.Z_FULL_FLUSH)
 
 
 def supports(image: np.ndarray) -> bool:
@@ -67,14 +70,12 @@ def encode_png(image: np.ndarray) -> bytes:
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # wraps modulo 256, as PNG wants
     raw = memoryview(filtered).cast("B")
-    rgb = image.ndim == 3
-    strategy = zlib.Z_HUFFMAN_ONLY if rgb else zlib.Z_RLE
     bands = np.linspace(0, h, min(h, WORKERS) + 1).astype(int) * filtered.shape[1]
-    pieces = [_POOL.submit(_deflate, raw[a:b], strategy, b == bands[-1])
+    pieces = [_POOL.submit(_deflate, raw[a:b], b == bands[-1])
               for a, b in zip(bands[:-1], bands[1:], strict=True) if b > a]
     stream = b"".join([ZLIB_HEADER, *(p.result() for p in pieces),
-                       struct.pack(">I", zlib.adler32(raw))])
-    colour_type = 2 if rgb else 0  # truecolour or greyscale
+                       struct.pack(">I", isal_zlib.adler32(raw))])
+    colour_type = 2 if image.ndim == 3 else 0  # truecolour or greyscale
     header = struct.pack(">IIBBBBB", w, h, depth, colour_type, 0, 0, 0)
     return b"".join([SIGNATURE, _chunk(b"IHDR", header), _chunk(b"IDAT", stream),
                      _chunk(b"IEND", b"")])
