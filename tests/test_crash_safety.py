@@ -253,10 +253,11 @@ def test_stale_temporaries_of_one_path_are_removed_and_no_others(tmp_path: Path)
 
 @pytest.mark.parametrize(("shape", "dtype"), [
     ((37, 53, 3), np.uint8), ((1, 1, 3), np.uint8), ((2, 4001, 3), np.uint8),
-    ((1001, 3, 3), np.uint8), ((37, 53), np.uint8), ((37, 53), np.uint16)])
+    ((1001, 3, 3), np.uint8), ((37, 53), np.uint8), ((37, 53), np.uint16),
+    ((1001, 7), np.uint16)])
 def test_png_encodings_are_lossless(tmp_path: Path, shape: tuple, dtype: type) -> None:
-    """RGB images (parallel encoder, any number of row bands) and label masks (OpenCV,
-    run-length) must round-trip through PIL."""
+    """RGB images and 8/16-bit label masks (parallel encoder, any number of row bands)
+    must round-trip through PIL."""
     rng = np.random.default_rng(0)
     array = rng.integers(0, np.iinfo(dtype).max, shape, endpoint=True).astype(dtype)
     array[5:20, 5:30] = 7  # a run, as in label masks
