@@ -72,7 +72,11 @@ def draw_overlay(image: np.ndarray, result: ImageResult) -> np.ndarray:
     thicker, in magenta; other leukocytes green), ``id p=...`` labels and a
     header strip on top (so the overlay is taller than the image)."""
     scale = _scale(image)
-    canvas = image.copy()
+    header = _header(image.shape[1], result, scale)
+    overlay = np.empty((header.shape[0] + image.shape[0], *image.shape[1:]), np.uint8)
+    overlay[:header.shape[0]] = header
+    canvas = overlay[header.shape[0]:]  # a contiguous view: drawing on it draws the overlay
+    canvas[:] = image
     _tint_nuclei(canvas, result)
     line = max(1, round(2 * scale))
     font_scale = max(0.5, 0.6 * scale)
@@ -82,4 +86,4 @@ def draw_overlay(image: np.ndarray, result: ImageResult) -> np.ndarray:
         polygon = np.asarray(cell.contour, np.int32).reshape(-1, 1, 2)
         cv2.polylines(canvas, [polygon], True, colour, thickness, cv2.LINE_AA)
         _label(canvas, cell, font_scale, max(1, line // 2 + cell.is_blast), colour)
-    return np.vstack([_header(image.shape[1], result, scale), canvas])
+    return overlay
