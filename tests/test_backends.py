@@ -80,6 +80,22 @@ def _refuse(runner: OnnxRunner, *_: object) -> None:
     raise ModelError(f"{runner.path}: refused here")
 
 
+def test_a_graph_the_quantiser_cannot_handle(models: dict, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch):
+    """Whatever onnxruntime's quantiser raises becomes a ModelError naming the graph: auto
+    falls back to float32, onnx-int8 by name stops."""
+    def crash(*_: object) -> None:
+        raise RuntimeError("unsupported operator")
+
+    monkeypatch.setattr("allseg.models.quantize.quantize_segmenter", crash)
+    monkeypatch.setattr(backends, "cpu_has_int8_dot", lambda: True)
+    seg = models["segmenter"]
+    with pytest.warns(UserWarning, match="cannot quantise.*unsupported operator"):
+        assert make_runner(seg, "segment", "auto", tmp_path).backend == "onnx"
+    with pytest.raises(ModelError, match=r"segmenter\.onnx: onnxruntime cannot quantise"):
+        make_runner(seg, "segment", "onnx-int8", tmp_path)
+
+
 @pytest.mark.parametrize(("cpuinfo", "expected"), [
     ("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n", True),
     ("flags\t\t: fpu sse2 avx2 avx_vnni\n", True),

@@ -279,6 +279,9 @@ def _int8_runner(fp32: OnnxRunner, path: Path, canonical_um_per_px: float,
         except OSError as exc:
             raise ModelError(f"cannot write the int8 segmenter at {path} ({exc}); use "
                              "'allseg export --int8' to a writable folder") from exc
+        except Exception as exc:  # onnxruntime.quantization raises many types of its own
+            raise ModelError(f"{fp32.path}: onnxruntime cannot quantise this graph to int8 "
+                             f"({type(exc).__name__}: {exc}); use --backend onnx") from exc
     return accepted()
 
 
