@@ -52,6 +52,12 @@ def _split_touching(centre: np.ndarray, foreground: np.ndarray,
     return labels
 
 
+def _neighbours(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of every pair of 4-connected neighbouring pixels, as two flat arrays."""
+    return (np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()]),
+            np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()]))
+
+
 #: A split-off piece whose nucleus covers less than this share of it is merged back into
 #: its neighbour: every leukocyte has a substantial nucleus, a cytoplasm crescent has not.
 MIN_NUCLEUS_FRACTION = 0.1
@@ -81,9 +87,7 @@ def merge_fragments(labels: np.ndarray, parts: np.ndarray,
     flat = labels.ravel()
     area = np.bincount(flat, minlength=n + 1)
     nucleus = np.bincount(flat, weights=(parts == NUCLEUS).ravel(), minlength=n + 1)
-    padded = np.pad(labels, 1)  # the image border is outline, never contact
-    a = np.concatenate([padded[:, :-1].ravel(), padded[:-1, :].ravel()])
-    b = np.concatenate([padded[:, 1:].ravel(), padded[1:, :].ravel()])
+    a, b = _neighbours(np.pad(labels, 1))  # the image border is outline, never contact
     edge = a != b
     outline = np.bincount(a[edge], minlength=n + 1) + np.bincount(b[edge], minlength=n + 1)
     touching = edge & (a > 0) & (b > 0)
@@ -129,8 +133,7 @@ def merge_convex_pairs(labels: np.ndarray,
     [0, 1, 2]
     """
     labels = labels.copy()
-    a = np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()])
-    b = np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()])
+    a, b = _neighbours(labels)
     touching = (a != b) & (a > 0) & (b > 0)
     pairs = {(int(x), int(y)) for x, y in
              np.unique(np.sort(np.stack([a[touching], b[touching]], 1), axis=1), axis=0)}
