@@ -43,7 +43,7 @@ def fake_result(probabilities: tuple[float, ...] = (0.93, 0.12),
         parts[rr, cc], image[rr, cc] = 255, (90, 50, 120)
     feats = cell_features(image, parts, instances, um_per_px=0.3)
     cells = [CellResult.from_features(f, p) for f, p in zip(feats, probabilities, strict=True)]
-    result = ImageResult(image=name, width=W, height=H, um_per_px=0.3, scale_source="estimated",
+    result = ImageResult(image=name, width=W, height=H, um_per_px=0.3, scale_source="red-cells",
                          cells=cells, model={"name": "test", "version": "0"},
                          timings={"segment": 0.5, "classify": 0.25}, parts=parts,
                          instances=instances)
@@ -67,7 +67,8 @@ def test_all_image_outputs(tmp_path: Path) -> None:
          "Im001_1.geojson"])
 
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
-    assert list(doc) == ["image", "width", "height", "um_per_px", "scale_source", "verdict",
+    assert list(doc) == ["image", "width", "height", "um_per_px", "scale_source",
+                         "scale_confidence", "verdict",
                          "blast_count", "leukocyte_count", "cells", "model", "timings",
                          "disclaimer"]
     assert doc["image"] == "data/Im001_1.jpg"

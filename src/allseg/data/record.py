@@ -26,11 +26,14 @@ class Record:
         instances: ``(H, W)`` ``int32``, 0 background, k = leukocyte k.
         points: ``(N, 2)`` float ``x, y`` blast centroids (ALL-IDB1 ``.xyc``).
         boxes: ``(N, 4)`` float ``x0, y0, x1, y1`` leukocyte boxes.
+        red_cell_boxes: ``(M, 4)`` red-cell boxes (a ruler, and cells that must not be
+            taken for leukocytes).
         cell_labels: instance id -> ``"blast"`` or ``"leukocyte"``.
         image_label: 1 = from an ALL patient / contains blasts, 0 = healthy.
         crop_label: for single-cell crops (ALL-IDB2): 1 blast, 0 not.
         weak: True when masks were derived from colour, not drawn by a person.
-        um_per_px: physical pixel size when the dataset states it.
+        um_per_px: physical pixel size when the dataset states it (or its red-cell
+            boxes imply it).
         dataset: short name of the reader that produced it.
     """
 
@@ -40,6 +43,7 @@ class Record:
     instances: np.ndarray | None = None
     points: np.ndarray | None = None
     boxes: np.ndarray | None = None
+    red_cell_boxes: np.ndarray | None = None
     cell_labels: dict[int, str] | None = None
     image_label: int | None = None
     crop_label: int | None = None

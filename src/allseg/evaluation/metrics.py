@@ -223,6 +223,29 @@ def match_points_to_boxes(points: np.ndarray, boxes: np.ndarray) -> BoxMatch:
     return BoxMatch(tp, len(points) - tp, len(boxes) - tp, pairs=np.stack([rows, cols], 1))
 
 
+def _inside(points: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """``(N, M)``: whether point n lies in box m (edges included)."""
+    return ((points[:, None, 0] >= boxes[None, :, 0]) & (points[:, None, 0] <= boxes[None, :, 2])
+            & (points[:, None, 1] >= boxes[None, :, 1]) & (points[:, None, 1] <= boxes[None, :, 3]))
+
+
+def boxes_hit(points: np.ndarray | list, boxes: np.ndarray | list,
+              unless_in: np.ndarray | list = ()) -> tuple[int, int]:
+    """``(hit, scored)``: how many of ``boxes`` hold at least one point, among the boxes
+    whose centre is not inside any of ``unless_in`` (a red cell under a leukocyte box).
+
+    >>> boxes_hit([[5, 5]], [[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]],
+    ...           unless_in=[[38, 0, 52, 12]])
+    (1, 2)
+    """
+    points = _points(points)
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    covered = _inside(centres, np.asarray(unless_in, float).reshape(-1, 4)).any(axis=1)
+    scored = boxes[~covered]
+    return int(_inside(points, scored).any(axis=0).sum()), len(scored)
+
+
 @dataclass(frozen=True, eq=False)
 class InstanceMatch(Counts):
     """Result of :func:`match_instances`; ``pairs`` are ``(pred_id, true_id)`` label values."""

@@ -34,6 +34,7 @@ from allseg.evaluation.metrics import (
     Counts,
     PixelCounts,
     binary_classification,
+    boxes_hit,
     match_instances,
     match_points,
     match_points_to_boxes,
@@ -97,6 +98,10 @@ def score_image(result: ImageResult, record: Record,
         row |= _counts("blast", match_points(blasts, true_blasts, radius))
     if record.boxes is not None:
         row |= _counts("box", match_points_to_boxes(centroids, record.boxes))
+    if record.red_cell_boxes is not None:
+        hit, scored = boxes_hit(centroids, record.red_cell_boxes, unless_in=record.boxes
+                                if record.boxes is not None else ())
+        row |= {"red_cells": scored, "red_cells_hit": hit}
     if record.image_label is not None:
         probs = [c.blast_probability for c in result.cells]
         row |= {"image_label": int(record.image_label), "verdict": result.verdict,
@@ -152,6 +157,10 @@ class EvalResult:
                                    "mean_distance_px": distance / c.tp if c.tp else None}
         if scored := _rows_with(rows, "box_tp"):
             out["leukocyte_boxes"] = {"images": len(scored), **_pooled(scored, "box").as_dict()}
+        if scored := _rows_with(rows, "red_cells"):
+            boxes, hit = (sum(r[k] for r in scored) for k in ("red_cells", "red_cells_hit"))
+            out["red_cell_boxes"] = {"images": len(scored), "boxes": boxes, "hit": hit,
+                                     "hit_rate": hit / boxes if boxes else 0.0}
         for level in ("image", "crop"):
             if scored := _rows_with(rows, f"{level}_label"):
                 out[f"{level}_level"] = binary_classification(

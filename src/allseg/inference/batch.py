@@ -107,7 +107,18 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     if rank == 0:
         writer.close()
         write_extra_formats(out_dir, done, list(formats))
+        warn_unsure_scales([doc for _, doc in done])
     return writer
+
+
+def warn_unsure_scales(docs: list[dict]) -> None:
+    """One line on stderr for the whole run naming the images whose scale is a guess."""
+    unsure = [doc["image"] for doc in docs
+              if doc.get("scale_confidence") is not None and doc["scale_confidence"] < 0.5]
+    if unsure:
+        print(f"warning: the pixel size of {len(unsure)} of {len(docs)} image(s) was estimated "
+              f"with low confidence (e.g. {Path(unsure[0]).name}; see scale_source and "
+              "scale_confidence in S.json); pass --um-per-px if you know it", file=sys.stderr)
 
 
 def _failure(path: Path, exc: Exception) -> Failure:

@@ -43,14 +43,15 @@ class ClassicalPredictor:
                       um_per_px: float | None = None,
                       cell_diameter_px: float | None = None) -> ImageResult:
         started = time.perf_counter()
-        scale, source = resolve_scale(image, um_per_px, cell_diameter_px)
+        resolved = resolve_scale(image, um_per_px, cell_diameter_px)
+        scale = resolved.um_per_px
         parts, instances = leukocyte_masks_from_stain(image, expected_diameter_px=12.0 / scale)
         cells = cell_features(image, parts, instances, scale)
         results = [CellResult.from_features(c, rule_blast_score(c["nc_ratio"], c["diameter_um"]))
                    for c in cells]
         h, w = image.shape[:2]
         return ImageResult(image=name, width=w, height=h, um_per_px=round(scale, 5),
-                           scale_source="user" if source == "user" else "estimated",
+                           scale_source=resolved.source, scale_confidence=resolved.confidence,
                            cells=results, model=dict(self.model_info),
                            timings={"total": round(time.perf_counter() - started, 4)},
                            parts=parts, instances=instances)

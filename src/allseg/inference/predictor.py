@@ -7,15 +7,18 @@ original resolution -> per-cell features -> stage-2 crops -> P(blast) -> verdict
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from allseg.errors import ModelError
+from allseg.inference import leukocyte_ruler as ruler
 from allseg.inference.backends import make_runner
 from allseg.inference.models import resolve_model_dir
-from allseg.inference.scale import resolve_scale
+from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
 from allseg.io.images import read_image
 from allseg.models import load_model_folder
@@ -31,6 +34,15 @@ def _resize(arr: np.ndarray, size: tuple[int, int], interpolation: int) -> np.nd
     if arr.shape[1] == size[0] and arr.shape[0] == size[1]:
         return arr
     return cv2.resize(arr, size, interpolation=interpolation)
+
+
+@dataclass
+class Segmentation:
+    """The segmenter's output for an image predicted at ``um_per_px``, at canonical scale."""
+
+    um_per_px: float
+    class_prob: np.ndarray  # (3, h, w) background, cytoplasm, nucleus
+    instances: np.ndarray  # (h, w) int32 cell ids
 
 
 class Predictor:
@@ -61,6 +73,10 @@ class Predictor:
                            "allseg_version": self.meta.get("allseg_version"), "tta": tta,
                            "backend": self.segmenter.backend}
 
+    def estimate_scale(self, image: np.ndarray) -> ResolvedScale:
+        """The image's µm per pixel, as ``predict_image`` estimates it."""
+        return self._scale_and_segment(image, None, None)[0]
+
     def predict_path(self, path: str | Path, um_per_px: float | None = None,
                      cell_diameter_px: float | None = None) -> tuple[ImageResult, np.ndarray]:
         """Read and predict one file; returns the result and the decoded image."""
@@ -86,11 +102,10 @@ class Predictor:
             clock = now
 
         start = clock
-        scale, source = resolve_scale(image, um_per_px, cell_diameter_px)
-        lap("scale")
-        class_prob, centre = self._segment(image, scale)
+        resolved, seg = self._scale_and_segment(image, um_per_px, cell_diameter_px, lap)
+        scale = resolved.um_per_px
         lap("segmenter")
-        parts, instances = self._instances(class_prob, centre, image.shape[:2], scale)
+        parts, instances = upsample_instances(seg.class_prob, seg.instances, image.shape[:2])
         cells = cell_features(image, parts, instances, scale)
         lap("postprocess")
         probs = self._classify(image, cells, scale)
@@ -100,13 +115,95 @@ class Predictor:
                    for c, p in zip(cells, probs, strict=True)]
         timings["total"] = round(time.perf_counter() - start, 4)
         h, w = image.shape[:2]
+        confidence = None if resolved.confidence is None else round(resolved.confidence, 3)
         return ImageResult(image=name, width=w, height=h, um_per_px=round(scale, 5),
-                           scale_source="user" if source == "user" else "estimated",
+                           scale_source=resolved.source, scale_confidence=confidence,
                            cells=results, model=self.model_info, timings=timings, parts=parts,
                            instances=instances)
 
-    def _segment(self, image: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """Class probabilities and centre map at the canonical scale."""
+    def _scale_and_segment(self, image: np.ndarray, um_per_px: float | None,
+                           cell_diameter_px: float | None,
+                           lap: Callable[[str], None] = lambda stage: None,
+                           ) -> tuple[ResolvedScale, Segmentation]:
+        """The scale to predict at, and the segmentation at that scale.
+
+        Red cells give the first estimate. The leukocytes segmented at it check it: if the
+        red cells were too few, or the leukocytes come out implausibly small or large,
+        the leukocytes become the ruler: found by :meth:`_probe`, then measured and
+        rescaled until they have a typical size (Cellpose's size model), and weighed with
+        whatever red cells there were.
+        """
+        first = resolve_scale(image, um_per_px, cell_diameter_px)
+        lap("scale")
+        seg = self._segment(image, first.um_per_px)
+        if first.source == "user":
+            return first, seg
+        if first.source == "red-cells" and ruler.plausible(self._leukocyte_size(seg, True)):
+            return first, seg
+        found = self._probe(image)
+        if found is None:
+            return first, seg
+        seg, size = found
+        for _ in range(3):
+            target = float(np.clip(ruler.rescaled(seg.um_per_px, size), MIN_UM_PER_PX,
+                                   MAX_UM_PER_PX))
+            if abs(np.log(target / seg.um_per_px)) < np.log(1.08):
+                break
+            again = self._segment(image, target)
+            size_again = self._leukocyte_size(again)
+            if size_again is None:
+                break
+            seg, size = again, size_again
+        return self._combine(image, first, seg)
+
+    def _combine(self, image: np.ndarray, red_cells: ResolvedScale, seg: Segmentation
+                 ) -> tuple[ResolvedScale, Segmentation]:
+        """Weigh a few red cells' scale against the leukocytes' (geometric mean by
+        confidence) when the two roughly agree; else the leukocytes decide."""
+        leukocytes = ResolvedScale(seg.um_per_px, "leukocytes", ruler.LEUKOCYTE_CONFIDENCE)
+        weight = red_cells.confidence or 0.0
+        if red_cells.source == "default" and weight > 0 and abs(
+                np.log(red_cells.um_per_px / seg.um_per_px)) < np.log(ruler.AGREEMENT):
+            share = weight / (weight + ruler.LEUKOCYTE_CONFIDENCE)
+            scale = float(np.exp(share * np.log(red_cells.um_per_px)
+                                 + (1 - share) * np.log(seg.um_per_px)))
+            return (ResolvedScale(scale, "leukocytes", min(0.8, leukocytes.confidence + weight)),
+                    self._segment(image, scale))
+        return leukocytes, seg
+
+    def _leukocyte_size(self, seg: Segmentation, split: bool = False) -> float | None:
+        """Median leukocyte size (µm) if the image really were at ``seg.um_per_px``; of
+        the split instances or, by default, of the blobs (see ruler.median_size)."""
+        return ruler.median_size(seg.class_prob, seg.instances if split else None,
+                                 self.canonical, self._min_area_px())
+
+    def _min_area_px(self) -> int:
+        """Smallest cell kept, in canonical pixels."""
+        return max(1, int(float(self.thresholds["min_cell_area_um2"]) / self.canonical ** 2))
+
+    def _probe(self, image: np.ndarray) -> tuple[Segmentation, float] | None:
+        """Segment at field widths from about one cell upwards, and stop at the first
+        that shows leukocytes: the segmentation and their median size (µm), or None.
+
+        Fine to coarse, because a cell seen far too large falls apart into pieces of
+        ordinary size (a false answer), while one seen too small is simply not found.
+        """
+        for width_um in ruler.PROBE_FIELD_WIDTHS_UM:
+            scale = width_um / max(image.shape[:2])
+            if not MIN_UM_PER_PX <= scale <= MAX_UM_PER_PX:
+                continue
+            probe = self._segment(image, scale)
+            size = self._leukocyte_size(probe)
+            if size is not None:
+                return probe, size
+        return None
+
+    def _segment(self, image: np.ndarray, scale: float) -> Segmentation:
+        """Class probabilities and cells at the canonical scale, for an image at ``scale``.
+
+        Cells are split at the canonical scale (fast watershed); the caller draws their
+        borders at full resolution.
+        """
         h, w = image.shape[:2]
         factor = scale / self.canonical
         size = (max(1, round(w * factor)), max(1, round(h * factor)))
@@ -115,16 +212,9 @@ class Predictor:
         maps = predict_tiled(self.segment_batch, x, out_channels=4, tile=self.tile,
                              overlap=self.overlap, batch_size=self.batch_size,
                              multiple=self.multiple)
-        return maps[:3], maps[3]
-
-    def _instances(self, class_prob: np.ndarray, centre: np.ndarray, shape: tuple[int, int],
-                   scale: float) -> tuple[np.ndarray, np.ndarray]:
-        """Split cells at the canonical scale (fast watershed), then draw their borders
-        at full resolution."""
-        min_area = float(self.thresholds["min_cell_area_um2"]) / self.canonical ** 2
-        _, small_instances = instances_from_maps(class_prob, centre, max(1, int(min_area)),
-                                                 float(self.thresholds["centre"]))
-        return upsample_instances(class_prob, small_instances, shape)
+        _, instances = instances_from_maps(maps[:3], maps[3], self._min_area_px(),
+                                           float(self.thresholds["centre"]))
+        return Segmentation(scale, maps[:3], instances)
 
     def _classify(self, image: np.ndarray, cells: list[dict], scale: float) -> np.ndarray:
         """P(blast) for every cell from a crop of fixed physical size around it."""

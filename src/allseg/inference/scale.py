@@ -19,10 +19,26 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-RBC_DIAMETER_UM = 7.5
-#: Work on a copy whose longest side is at most this: red cells stay tens of pixels wide
-#: at every magnification seen so far, and each step takes milliseconds.
-WORK_SIDE = 768
+from allseg.data.ruler import RBC_DIAMETER_UM
+
+#: First pass: every image is resampled to this longest side, whatever its magnification,
+#: so a crop's few red cells and a field's many are measured alike (and a resized copy of
+#: an image gives the same answer).
+FIRST_PASS_SIDE = 384
+#: ... or, for a wide field where that finds too few red cells (uneven illumination),
+#: this one, where the slide colour is followed locally.
+LOCAL_FIRST_PASS_SIDE = 768
+#: Second pass: the image is resampled so that a red cell is about this many pixels across,
+#: where the measurement is most accurate (Cellpose's estimate-resample-re-estimate)...
+TARGET_DIAMETER_PX = 28.0
+#: ... but the working copy's longest side stays within these bounds (speed, and room).
+MIN_WORK_SIDE, MAX_WORK_SIDE = 96, 1024
+#: Granulometry measures the largest disc inscribed in a red cell; boxes drawn around red
+#: cells (the ruler of BCCD and TXL-PBC, 7.5 µm) are this much wider. Fitted on tuning
+#: images only (BCCD trainval, TXL-PBC folds 1-4): see docs/scaling-estimate.md.
+BOX_PER_INSCRIBED = 1.22
+#: No smear photo is coarser or finer than this; beyond, the estimate is clamped and unsure.
+MIN_UM_PER_PX, MAX_UM_PER_PX = 0.01, 1.0
 #: Below this many red cells' worth of area the estimate is not trusted.
 MIN_CELLS = 5.0
 #: Smaller radii (working pixels) are noise or debris, and too coarse to measure.
@@ -33,35 +49,43 @@ FALLBACK_UM_PER_PX = 0.1
 LEUKOCYTE_ZONE_RADII = 2.5
 #: Nuclei smaller than this fraction of a red cell's area are platelets or debris.
 MIN_NUCLEUS_AREA_FRACTION = 0.25
+#: Cells differ from the slide by at least this mean colour difference (0-255 levels).
+MIN_CONTRAST = 8.0
+#: Range of the blue-minus-green cut that separates nuclei from the rest.
+NUCLEUS_BLUENESS = (40, 70)
 #: 5x5 chamfer distances: within ~2% of exact Euclidean and five times faster.
 _DIST_MASK = 5
 
 
-#: Below this working size (single-cell crops) the slide colour is taken as one global
-#: colour, from the brightest fifth of pixels.
+#: Below this working size (crops, and fields with few large red cells) the slide colour
+#: is taken as one global colour, from the brightest fifth of pixels.
 LOCAL_SLIDE_MIN_SIDE = 400
 
 
 @dataclass(frozen=True)
 class ScaleEstimate:
-    """Result of :func:`estimate_scale`; ``reliable=False`` means: warn the user."""
+    """Result of :func:`estimate_scale`; ``reliable=False`` means: warn the user.
+
+    ``confidence`` in [0, 1] grows with the red-cell area measured (and is lowered by a
+    disagreeing second ruler); ``method`` names the ruler that decided.
+    """
 
     um_per_px: float
     rbc_diameter_px: float
     n_cells: int
     method: str
     reliable: bool
+    confidence: float = 0.0
 
 
-def _downsample(image: np.ndarray) -> tuple[np.ndarray, float]:
-    """Shrink so the longest side is at most ``WORK_SIDE``; return copy and factor."""
+def _resample(image: np.ndarray, factor: float) -> np.ndarray:
+    """Resize by ``factor`` (area averaging to shrink, bilinear to enlarge)."""
+    if abs(factor - 1.0) < 1e-3:
+        return image
     h, w = image.shape[:2]
-    # An integer factor takes OpenCV's fast path for area averaging (~10x faster).
-    factor = -(-max(h, w) // WORK_SIDE)
-    if factor == 1:
-        return image, 1.0
-    size = (max(1, w // factor), max(1, h // factor))
-    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), float(factor)
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA if factor < 1 else
+                      cv2.INTER_LINEAR)
 
 
 def _slide_colour(blurred: np.ndarray) -> np.ndarray:
@@ -87,14 +111,26 @@ def _slide_colour(blurred: np.ndarray) -> np.ndarray:
     return cv2.resize(slide, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _foreground(image: np.ndarray) -> np.ndarray:
-    """Cells versus slide: Otsu on the colour distance from the local slide colour."""
+def _foreground(image: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
+    """Cells versus slide: Otsu on the colour distance from the local slide colour.
+
+    The threshold is chosen on pixels outside nuclei: a dark nucleus in a crop of pale
+    red cells would otherwise take the threshold for itself and leave the red cells out.
+    """
     blurred = cv2.GaussianBlur(image, (5, 5), 0)
     difference = cv2.absdiff(blurred, _slide_colour(blurred))
     distance = cv2.transform(difference, np.full((1, 3), 1.0 / 3.0))  # mean |difference|
-    scaled = cv2.convertScaleAbs(distance, alpha=255.0 / max(int(distance.max()), 1))
-    _, mask = cv2.threshold(scaled, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    return _fill_holes(mask)
+    outside = distance[nuclei == 0]
+    if outside.size == 0:
+        return np.ones(distance.shape, np.uint8)
+    scaled = cv2.convertScaleAbs(outside, alpha=255.0 / max(int(outside.max()), 1))
+    threshold, _ = cv2.threshold(scaled.reshape(1, -1), 0, 1,
+                                 cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    level = threshold * max(int(outside.max()), 1) / 255.0
+    if level < MIN_CONTRAST:  # noise on an empty slide, not cells
+        return nuclei.copy()
+    mask = (distance > level).astype(np.uint8)
+    return _fill_holes(mask | nuclei)
 
 
 def _fill_holes(mask: np.ndarray) -> np.ndarray:
@@ -105,9 +141,22 @@ def _fill_holes(mask: np.ndarray) -> np.ndarray:
 
 
 def _nuclei(image: np.ndarray) -> np.ndarray:
-    """Strongly stained purple/blue pixels (leukocyte nuclei, platelets): blue >> green."""
+    """Strongly stained purple/blue pixels (leukocyte nuclei, platelets): blue >> green.
+
+    How much bluer than green a nucleus is depends on the stain: where red cells are
+    purplish too (phone photos of some stains), the cut is raised to the Otsu level
+    between them and the nuclei, within ``NUCLEUS_BLUENESS``.
+    """
     rgb = image.astype(np.int16)
-    purple = (rgb[..., 2] - rgb[..., 1] > 40) & (rgb[..., 0] - rgb[..., 1] > -10)
+    blueness = rgb[..., 2] - rgb[..., 1]
+    low, high = NUCLEUS_BLUENESS
+    stained = blueness[blueness > low // 2]
+    cut = low
+    if stained.size > 16:
+        otsu, _ = cv2.threshold(np.clip(stained, 0, 255).astype(np.uint8).reshape(1, -1), 0,
+                                255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        cut = int(np.clip(otsu, low, high))
+    purple = (blueness > cut) & (rgb[..., 0] - rgb[..., 1] > -10)
     return purple.astype(np.uint8)
 
 
@@ -151,11 +200,11 @@ def _leukocyte_zone(nuclei: np.ndarray, radius: float) -> np.ndarray:
 
 def _red_cell_radius(image: np.ndarray) -> tuple[float, float]:
     """Typical red-cell radius and red-cell area (working pixels); 0 radius if none."""
-    fg = _foreground(image)
+    nuclei = _nuclei(image)
+    fg = _foreground(image, nuclei)
     if fg.all() or not fg.any():
         return 0.0, 0.0
     dist = cv2.distanceTransform(fg, cv2.DIST_L2, _DIST_MASK)
-    nuclei = _nuclei(image)
     counted = fg.astype(bool) & (nuclei == 0)
     if not counted.any():
         return 0.0, 0.0
@@ -170,24 +219,69 @@ def _red_cell_radius(image: np.ndarray) -> tuple[float, float]:
     return radius, float(np.count_nonzero(counted))
 
 
+def _measure(image: np.ndarray, factor: float) -> tuple[float, float]:
+    """Red-cell diameter in the image's own pixels (0 if none) and the number of red
+    cells' worth of area, measured on a copy resampled by ``factor``."""
+    radius, area = _red_cell_radius(_resample(image, factor))
+    if radius <= 0:
+        return 0.0, 0.0
+    return 2.0 * radius * BOX_PER_INSCRIBED / factor, area / (np.pi * radius**2)
+
+
 def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     """Estimate µm per pixel of an ``(H, W, 3)`` RGB uint8 smear from its red cells.
 
-    ``reliable`` is False (and ``method`` says why) when there is too little red-cell
-    area to measure; the scale is then a rough guess the caller should warn about.
+    Two passes: a first look at a fixed working size gives a rough red-cell size; the
+    image is then resampled so red cells are ``TARGET_DIAMETER_PX`` across and measured
+    again. ``reliable`` is False (and ``method`` says why) when there is too little
+    red-cell area to measure; the scale is then a rough guess the caller should check
+    (the predictor does, with the leukocytes it finds).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-    small, factor = _downsample(image)
-    radius, area = _red_cell_radius(small)
-    if radius <= 0:
+    side = max(image.shape[:2])
+    diameter, n_cells = _measure(image, FIRST_PASS_SIDE / side)
+    if n_cells < MIN_CELLS and side >= 2 * LOCAL_FIRST_PASS_SIDE:
+        # A wide field with dim corners: one slide colour takes the corners for a cell.
+        # Look again at a size where the slide colour follows the illumination.
+        local = _measure(image, LOCAL_FIRST_PASS_SIDE / side)
+        if local[1] > n_cells:
+            diameter, n_cells = local
+    if diameter > 0:
+        factor = float(np.clip(TARGET_DIAMETER_PX / diameter, MIN_WORK_SIDE / side,
+                               MAX_WORK_SIDE / side))
+        second, second_cells = _measure(image, factor)
+        if second > 0:
+            diameter, n_cells = second, second_cells
+    if diameter <= 0:
         fallback_diameter = RBC_DIAMETER_UM / FALLBACK_UM_PER_PX
         return ScaleEstimate(FALLBACK_UM_PER_PX, fallback_diameter, 0, "fallback-default", False)
-    n_cells = area / (np.pi * radius**2)
-    diameter = 2.0 * radius * factor
-    reliable = n_cells >= MIN_CELLS
+    um_per_px = RBC_DIAMETER_UM / diameter
+    plausible = MIN_UM_PER_PX <= um_per_px <= MAX_UM_PER_PX
+    um_per_px = float(np.clip(um_per_px, MIN_UM_PER_PX, MAX_UM_PER_PX))
+    reliable = n_cells >= MIN_CELLS and plausible
     method = "rbc-granulometry" if reliable else "rbc-granulometry-few-cells"
-    return ScaleEstimate(RBC_DIAMETER_UM / diameter, diameter, round(n_cells), method, reliable)
+    confidence = float(min(1.0, n_cells / (2 * MIN_CELLS))) if plausible else 0.0
+    return ScaleEstimate(um_per_px, RBC_DIAMETER_UM / um_per_px, round(n_cells), method,
+                         reliable, round(confidence, 3))
+
+
+@dataclass(frozen=True)
+class ResolvedScale:
+    """The scale an image is predicted at, where it came from and how sure it is.
+
+    ``source``: "user" (given), "red-cells" (enough red cells measured), "leukocytes"
+    (the predictor's leukocyte ruler) or "default" (nothing to measure: a guess).
+    ``confidence`` in [0, 1]; None when the user gave the scale.
+    """
+
+    um_per_px: float
+    source: str
+    confidence: float | None
+
+    @property
+    def unsure(self) -> bool:
+        return self.confidence is not None and self.confidence < 0.5
 
 
 def resolve_scale(
@@ -195,19 +289,21 @@ def resolve_scale(
     um_per_px: float | None = None,
     cell_diameter_px: float | None = None,
     assumed_cell_diameter_um: float = 12.0,
-) -> tuple[float, str]:
-    """Pick the scale to use: ``(um_per_px, source)``, source "user", "estimated" or "fallback".
+) -> ResolvedScale:
+    """Pick the scale to use from the user's values, else from the red cells.
 
     An explicit ``um_per_px`` wins; else ``cell_diameter_px`` (a typical leukocyte's
     diameter in pixels, like Cellpose's ``diameter``) is converted assuming leukocytes
-    are ``assumed_cell_diameter_um`` across; else the scale is estimated from red cells.
+    are ``assumed_cell_diameter_um`` across; else the scale is estimated from red cells
+    (source "red-cells" when reliable, else "default" with a low confidence).
     """
     for name, value in (("um_per_px", um_per_px), ("cell_diameter_px", cell_diameter_px)):
         if value is not None and not value > 0:
             raise ValueError(f"{name} must be positive, got {value}")
     if um_per_px is not None:
-        return float(um_per_px), "user"
+        return ResolvedScale(float(um_per_px), "user", None)
     if cell_diameter_px is not None:
-        return assumed_cell_diameter_um / float(cell_diameter_px), "user"
+        return ResolvedScale(assumed_cell_diameter_um / float(cell_diameter_px), "user", None)
     estimate = estimate_scale(image)
-    return estimate.um_per_px, "estimated" if estimate.reliable else "fallback"
+    return ResolvedScale(estimate.um_per_px, "red-cells" if estimate.reliable else "default",
+                         estimate.confidence)

@@ -70,12 +70,14 @@ class ImageResult:
     width: int
     height: int
     um_per_px: float | None
-    scale_source: Literal["estimated", "user", "dataset"]
+    scale_source: Literal["user", "dataset", "red-cells", "leukocytes", "default"]
     cells: list[CellResult]
     model: dict[str, Any]
     timings: dict[str, float]
     parts: np.ndarray = field(repr=False, compare=False)
     instances: np.ndarray = field(repr=False, compare=False)
+    #: How sure the estimated scale is, 0..1 (below 0.5: unsure); None when given.
+    scale_confidence: float | None = None
     disclaimer: str = DISCLAIMER
 
     @property
@@ -98,6 +100,7 @@ class ImageResult:
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "width": self.width, "height": self.height,
                 "um_per_px": self.um_per_px, "scale_source": self.scale_source,
+                "scale_confidence": self.scale_confidence,
                 "verdict": self.verdict, "blast_count": self.blast_count,
                 "leukocyte_count": self.leukocyte_count,
                 "cells": [cell.to_json() for cell in self.cells],

@@ -25,7 +25,10 @@ LEUKOCYTE_TYPES = (BLAST, "lymphocyte", "neutrophil", "monocyte", "eosinophil",
 #: Normal leukocytes and how common they are among the non-blast cells we draw.
 NORMAL_WEIGHTS = {"lymphocyte": 0.28, "neutrophil": 0.28, "monocyte": 0.14, "eosinophil": 0.1,
                   "reactive_lymphocyte": 0.2}
-RED_CELL_UM = (6.6, 8.4)
+#: The stained disc of a red cell as a photo shows it. The 7.5 µm ruler of boxes drawn
+#: around real red cells (BCCD, TXL-PBC) includes their pale rim: measured on those photos,
+#: the stained disc is 1/1.22 of the box (allseg.inference.scale.BOX_PER_INSCRIBED).
+RED_CELL_UM = (5.5, 7.0)
 PLATELET_UM = (2.0, 3.0)
 
 

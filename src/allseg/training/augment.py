@@ -11,26 +11,33 @@ import cv2
 
 
 def _colour_and_noise() -> list[A.BasicTransform]:
+    """Stain (HED and colour shifts) and acquisition: soft focus, low resolution (down-up
+    sampling, as in 224x224 fields or phone photos), sensor noise and JPEG."""
     return [
         A.OneOf([
-            A.HEStain(method="random_preset", intensity_scale_range=(0.8, 1.2),
-                      intensity_shift_range=(-0.1, 0.1), p=1.0),
-            A.HueSaturationValue(hue_shift_limit=12, sat_shift_limit=25, val_shift_limit=15,
+            A.HEStain(method="random_preset", intensity_scale_range=(0.7, 1.3),
+                      intensity_shift_range=(-0.15, 0.15), p=1.0),
+            A.HueSaturationValue(hue_shift_limit=18, sat_shift_limit=30, val_shift_limit=20,
                                  p=1.0),
-            A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.25, hue=0.04, p=1.0),
-        ], p=0.8),
+            A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.3, hue=0.06, p=1.0),
+        ], p=0.85),
         A.RandomBrightnessContrast(p=0.3),
         A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.Defocus(radius=(1, 3), p=1.0)],
                 p=0.2),
+        A.Downscale(scale_range=(0.35, 0.9), p=0.2),
         A.GaussNoise(std_range=(0.01, 0.05), p=0.25),
-        A.ImageCompression(quality_range=(50, 95), p=0.25),
+        A.ImageCompression(quality_range=(30, 95), p=0.3),
     ]
 
 
 def segmentation_augment(patch_size: int, seed: int) -> A.Compose:
-    """Augment an image with its class and centre masks (masks move with the image)."""
+    """Augment an image with its class and centre masks (masks move with the image).
+
+    The wide zoom (0.6-1.6) stands for magnification the scale estimate got wrong, so a
+    cell is still found whole when the estimate is off, and re-measured (see
+    :mod:`allseg.inference.scale`)."""
     return A.Compose([
-        A.Affine(scale=(0.8, 1.25), rotate=(-180, 180), border_mode=cv2.BORDER_REFLECT_101,
+        A.Affine(scale=(0.6, 1.6), rotate=(-180, 180), border_mode=cv2.BORDER_REFLECT_101,
                  p=0.7),
         A.PadIfNeeded(patch_size, patch_size, border_mode=cv2.BORDER_REFLECT_101),
         A.RandomCrop(patch_size, patch_size),

@@ -7,6 +7,7 @@ recipe of the bundled model.
 
 from __future__ import annotations
 
+import fnmatch
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -40,7 +41,8 @@ class DataSource(_Strict):
     um_per_px: float | None = Field(None, gt=0)
     #: How many times each image counts per epoch (oversampling small datasets).
     repeat: int = Field(1, ge=1, le=1000)
-    #: Image file stems never used for training (e.g. a held-out test set).
+    #: Image file stems never used for training (e.g. a held-out test set); shell-style
+    #: patterns such as ``"raabin_*"`` leave out every match (a whole source, say).
     exclude: list[str] = []
     #: ``[k, i]``: hold out every image whose position in the sorted listing is i mod k
     #: (fold i of a k-fold split by image), e.g. to report cross-validated scores.
@@ -57,6 +59,14 @@ class DataSource(_Strict):
         if self.hold_out is not None and not 0 <= self.hold_out[1] < self.hold_out[0]:
             raise ValueError(f"hold_out {list(self.hold_out)} must be [k, i] with 0 <= i < k")
         return self
+
+    def excludes(self, stem: str) -> bool:
+        """Whether ``exclude`` names this file stem or a pattern it matches.
+
+        >>> DataSource(path="x", exclude=["Im006_1", "raabin_*"]).excludes("raabin_01")
+        True
+        """
+        return any(fnmatch.fnmatchcase(stem, pattern) for pattern in self.exclude)
 
     def held_out(self, position: int) -> bool:
         """Whether the image at this position of the sorted listing is held out."""

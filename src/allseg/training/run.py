@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,14 +67,21 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
     for source in cfg.data:
         folder = source_folder(source, run_dir)
         dataset = open_dataset(folder, format=source.format, split=source.split)
-        excluded = set(source.exclude)
-        held_out = {Path(p).stem for i, p in enumerate(dataset.items) if source.held_out(i)}
-        for record in track(dataset.iter_records(), total=len(dataset),
-                            description=f"reading {folder.name}"):
-            if record.name in excluded or record.name in held_out:
+        unsure: list[str] = []
+        for i, path in enumerate(track(dataset.items, description=f"reading {folder.name}")):
+            if source.excludes(path.stem) or source.held_out(i):
+                continue
+            try:
+                record = dataset[i]
+            except InputError as exc:
+                if dataset.strict:
+                    raise
+                dataset.warn(f"skipped: {exc}")
                 continue
             key = source_key(folder, record.name)
-            scale = record_scale(record, source.um_per_px)
+            scale, trusted = record_scale(record, source.um_per_px)
+            if not trusted:
+                unsure.append(record.name)
             if source.masks and "segmenter" in cfg.stages():
                 sample = seg_sample(record, scale, cfg.canonical_um_per_px)
                 if sample is not None:
@@ -81,6 +89,10 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
             if source.cell_labels and "classifier" in cfg.stages():
                 for crop in cell_samples(record, scale, cfg.crop_size, cfg.crop_um):
                     per_stage["classifier"].append((key, crop, source.repeat))
+        if unsure:  # once per source, not once per image
+            warnings.warn(f"{folder}: the pixel size of {len(unsure)} image(s) (e.g. "
+                          f"{unsure[0]}) was estimated with low confidence; set um_per_px "
+                          "for this dataset if you know it", stacklevel=2)
     out: dict[str, StageData] = {}
     for stage, items in per_stage.items():
         train_names, _ = split_names([k for k, _, _ in items], cfg.val_fraction, cfg.seed,

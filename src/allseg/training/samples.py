@@ -6,7 +6,6 @@ augmentation, so an epoch never decodes a 2592x1944 JPEG again.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,20 +129,17 @@ def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: floa
             for i, (crop, lab) in enumerate(zip(crops, labels, strict=True))]
 
 
-def record_scale(record: Record, source_um_per_px: float | None) -> float:
-    """The record's pixel size: from the dataset, the recipe, or estimated from red cells."""
+def record_scale(record: Record, source_um_per_px: float | None) -> tuple[float, bool]:
+    """The record's pixel size and whether it is trusted: from the dataset (or its red-cell
+    boxes), the recipe, or estimated from the image (trusted only when the estimate is)."""
     if record.um_per_px:
-        return float(record.um_per_px)
+        return float(record.um_per_px), True
     if source_um_per_px:
-        return float(source_um_per_px)
+        return float(source_um_per_px), True
     from allseg.inference.scale import estimate_scale
 
     estimate = estimate_scale(record.image)
-    if not estimate.reliable:
-        warnings.warn(f"{record.source}: pixel size estimated from few red cells "
-                      f"({estimate.um_per_px:.3f} µm/px); set um_per_px for this dataset",
-                      stacklevel=2)
-    return estimate.um_per_px
+    return estimate.um_per_px, estimate.reliable
 
 
 def split_names(names: list[str], val_fraction: float, seed: int, folds: int = 0,

@@ -14,6 +14,7 @@ import numpy as np
 from skimage import measure
 
 from allseg.data.record import BLAST, LEUKOCYTE, Record
+from allseg.data.ruler import red_cell_scale
 from allseg.data.weak_labels import mask_in_box
 from allseg.errors import InputError
 from allseg.io.images import is_image_file, read_mask
@@ -169,22 +170,31 @@ def all_leukocytes(instances: np.ndarray) -> dict[int, str]:
 
 
 def clip_boxes(dataset: Dataset, source: Path, boxes: np.ndarray,
-               shape: tuple[int, int]) -> np.ndarray:
-    """Clip ``x0, y0, x1, y1`` boxes to the image and drop empty ones with a warning."""
+               shape: tuple[int, int], warn: bool = True) -> np.ndarray:
+    """Clip ``x0, y0, x1, y1`` boxes to the image and drop empty ones (with a warning)."""
     boxes = np.asarray(boxes, float).reshape(-1, 4)
     h, w = shape
     clipped = np.clip(boxes, 0, [w, h, w, h])
     empty = ((clipped[:, 2] <= clipped[:, 0]) | (clipped[:, 3] <= clipped[:, 1])
              | ~np.isfinite(clipped).all(axis=1))  # a NaN coordinate makes no box
-    for box in boxes[empty]:
+    for box in boxes[empty] if warn else ():
         dataset.warn(f"{source}: empty box {box.tolist()} after clipping to {w}x{h}; dropped")
     return clipped[~empty]
 
 
-def box_record(dataset: Dataset, source: Path, image: np.ndarray, boxes: np.ndarray) -> Record:
-    """A record of leukocyte boxes, with weak masks inside them when asked for."""
+def box_record(dataset: Dataset, source: Path, image: np.ndarray, boxes: np.ndarray,
+               red_cell_boxes: np.ndarray | None = None) -> Record:
+    """A record of leukocyte boxes, with weak masks inside them when asked for.
+
+    Red-cell boxes, when the dataset has them, are kept and set the record's pixel size
+    (:func:`allseg.data.ruler.red_cell_scale`).
+    """
     boxes = clip_boxes(dataset, source, boxes, image.shape[:2])
     record = Record(source=source, image=image, boxes=boxes, dataset=dataset.format)
+    if red_cell_boxes is not None:
+        record.red_cell_boxes = clip_boxes(dataset, source, red_cell_boxes, image.shape[:2],
+                                           warn=False)  # many tiny red-cell boxes: no noise
+        record.um_per_px = red_cell_scale(red_cell_boxes, image.shape[:2])
     if not dataset.weak_labels:
         return record
     parts = np.zeros(image.shape[:2], np.uint8)

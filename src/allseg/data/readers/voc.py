@@ -1,4 +1,4 @@
-"""Pascal VOC box annotations (BCCD): only ``WBC`` objects are leukocytes."""
+"""Pascal VOC box annotations (BCCD): ``WBC`` objects are leukocytes, ``RBC`` red cells."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from allseg.errors import InputError
 from allseg.io.images import read_image
 
 LEUKOCYTE_NAMES = {"wbc"}
+RED_CELL_NAMES = {"rbc"}
 
 
-def read_voc_boxes(path: Path) -> np.ndarray:
-    """``x0, y0, x1, y1`` boxes of the leukocyte objects in one annotation file."""
+def read_voc_boxes(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``x0, y0, x1, y1`` boxes of the leukocyte and of the red-cell objects in one file."""
     try:
         text = path.read_text(errors="replace")
         if "<!DOCTYPE" in text or "<!ENTITY" in text:
@@ -26,16 +27,20 @@ def read_voc_boxes(path: Path) -> np.ndarray:
         raise InputError(path, f"malformed XML ({exc})") from exc
     except OSError as exc:
         raise InputError(path, f"unreadable annotation ({exc})") from exc
-    boxes = []
+    leukocytes, red_cells = [], []
     for obj in root.iter("object"):
-        if (obj.findtext("name") or "").strip().lower() not in LEUKOCYTE_NAMES:
+        name = (obj.findtext("name") or "").strip().lower()
+        kept = (leukocytes if name in LEUKOCYTE_NAMES
+                else red_cells if name in RED_CELL_NAMES else None)
+        if kept is None:
             continue
         try:
             box = obj.find("bndbox")
-            boxes.append([float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
+            kept.append([float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
         except (AttributeError, TypeError, ValueError) as exc:
-            raise InputError(path, f"a WBC object has no numeric bndbox ({exc})") from exc
-    return np.array(boxes, float).reshape(-1, 4)
+            raise InputError(path, f"a {name.upper()} object has no numeric bndbox ({exc})"
+                             ) from exc
+    return np.array(leukocytes, float).reshape(-1, 4), np.array(red_cells, float).reshape(-1, 4)
 
 
 class Voc(Dataset):
@@ -63,5 +68,5 @@ class Voc(Dataset):
         return self.pair(images, xmls, "annotation")
 
     def _load(self, item: Item) -> Record:
-        boxes = read_voc_boxes(item.labels["annotation"])
-        return box_record(self, item.image, read_image(item.image), boxes)
+        boxes, red_cells = read_voc_boxes(item.labels["annotation"])
+        return box_record(self, item.image, read_image(item.image), boxes, red_cells)

@@ -12,6 +12,7 @@ from allseg.data.record import Record
 from allseg.io.images import read_image
 
 LEUKOCYTE_NAME = re.compile(r"wbc|leuko|leuco|white", re.IGNORECASE)
+RED_CELL_NAME = re.compile(r"rbc|erythro|red", re.IGNORECASE)
 
 
 def read_class_names(root: Path) -> list[str] | None:
@@ -61,25 +62,28 @@ class Yolo(Dataset):
         images = image_files(self.folder(str(Path("images") / sub)))
         labels = sorted(p for p in self.folder(str(Path("labels") / sub)).iterdir()
                         if p.suffix.lower() == ".txt")
-        self.leukocyte_classes = self._leukocyte_classes()
+        self.leukocyte_classes, self.red_cell_classes = self._classes()
         items = self.pair(images, labels, "label")
         for item in items:
-            item.info["boxes"] = self._read_labels(item.labels["label"])
+            item.info["boxes"], item.info["red_cells"] = self._read_labels(item.labels["label"])
         return items
 
-    def _leukocyte_classes(self) -> set[int] | None:
-        """Indices of leukocyte classes, or None (all boxes) when classes are not named."""
+    def _classes(self) -> tuple[set[int] | None, set[int]]:
+        """Indices of leukocyte classes (None: all boxes, when classes are not named) and of
+        red-cell classes."""
         names = read_class_names(self.root)
         if not names:
-            return None
+            return None, set()
         found = {i for i, name in enumerate(names) if LEUKOCYTE_NAME.search(name)}
         if not found:
             self.warn(f"{self.root}: no class named like a leukocyte in {names}; no boxes used")
-        return found
+        red = {i for i, name in enumerate(names) if RED_CELL_NAME.search(name)} - found
+        return found, red
 
-    def _read_labels(self, path: Path) -> np.ndarray:
-        """Normalised ``cx cy w h`` of leukocyte lines; bad lines are reported and skipped."""
-        boxes = []
+    def _read_labels(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        """Normalised ``cx cy w h`` of leukocyte and of red-cell lines; bad lines are
+        reported and skipped."""
+        boxes, red_cells = [], []
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
             fields = line.split()
             if not fields:
@@ -99,12 +103,19 @@ class Yolo(Dataset):
                 continue
             if self.leukocyte_classes is None or cls in self.leukocyte_classes:
                 boxes.append(values)
-        return np.array(boxes, float).reshape(-1, 4)
+            elif cls in self.red_cell_classes:
+                red_cells.append(values)
+        return np.array(boxes, float).reshape(-1, 4), np.array(red_cells, float).reshape(-1, 4)
 
     def _load(self, item: Item) -> Record:
         image = read_image(item.image)
         h, w = image.shape[:2]
-        cx, cy, bw, bh = item.info["boxes"].T
-        boxes = np.stack([(cx - bw / 2) * w, (cy - bh / 2) * h,
-                          (cx + bw / 2) * w, (cy + bh / 2) * h], axis=1)
-        return box_record(self, item.image, image, boxes)
+        return box_record(self, item.image, image, _corners(item.info["boxes"], w, h),
+                          _corners(item.info["red_cells"], w, h))
+
+
+def _corners(boxes: np.ndarray, w: int, h: int) -> np.ndarray:
+    """Normalised ``cx cy w h`` rows to ``x0, y0, x1, y1`` pixels."""
+    cx, cy, bw, bh = boxes.T
+    return np.stack([(cx - bw / 2) * w, (cy - bh / 2) * h,
+                     (cx + bw / 2) * w, (cy + bh / 2) * h], axis=1).reshape(-1, 4)
