@@ -35,7 +35,7 @@ TARGET_DIAMETER_PX = 28.0
 MIN_WORK_SIDE, MAX_WORK_SIDE = 96, 1024
 #: Granulometry measures the largest disc inscribed in a red cell; boxes drawn around red
 #: cells (the ruler of BCCD and TXL-PBC, 7.5 µm) are this much wider. Fitted on tuning
-#: images only (BCCD trainval, TXL-PBC folds 1-4): see docs/scaling-estimate.md.
+#: images only (BCCD trainval, TXL-PBC folds 1-4): see docs/scale-estimate.md.
 BOX_PER_INSCRIBED = 1.22
 #: No smear photo is coarser or finer than this; beyond, the estimate is clamped and unsure.
 MIN_UM_PER_PX, MAX_UM_PER_PX = 0.01, 1.0

@@ -1,0 +1,93 @@
+"""What a user sees on real photos of labs allseg never saw: the scale follows the image,
+a single-cell crop stays one cell, red cells are not leukocytes.
+
+The bundled BCCD samples always run; the other real sets skip when ../shared is absent.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from allseg.data.readers import open_dataset
+from allseg.evaluation.metrics import boxes_hit
+from allseg.inference.predictor import Predictor
+from allseg.io.images import read_image
+
+SAMPLES = Path(__file__).resolve().parents[1] / "src" / "allseg" / "samples"
+SHARED = Path(os.environ.get("ALLSEG_SHARED_DATA",
+                             Path(__file__).resolve().parents[2] / "shared" / "data"))
+ZHENG = SHARED / "zheng_wbc" / "Dataset 1"
+TXL = SHARED / "txl_pbc" / "train"
+
+
+@pytest.fixture(scope="module")
+def predictor() -> Predictor:
+    return Predictor("default")
+
+
+def _resized(image: np.ndarray, factor: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    return cv2.resize(image, (round(w * factor), round(h * factor)),
+                      interpolation=cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR)
+
+
+@pytest.mark.parametrize("factor", [0.3, 0.5, 2.0, 3.0])
+def test_scale_follows_a_resized_photo(predictor: Predictor, factor: float) -> None:
+    """A photo resized by f is f times finer: its µm per pixel divides by f (within 15%)."""
+    for path in sorted(SAMPLES.glob("*.jpg")):
+        image = read_image(path)
+        original = predictor.estimate_scale(image).um_per_px
+        resized = predictor.estimate_scale(_resized(image, factor)).um_per_px
+        assert resized * factor / original == pytest.approx(1.0, abs=0.15), path.name
+
+
+def _leukocyte_crop(predictor: Predictor, path: Path) -> np.ndarray:
+    """A square crop around the biggest leukocyte of a field, 1.6 cell widths wide."""
+    image = read_image(path)
+    result = predictor.predict_image(image)
+    cell = max(result.cells, key=lambda c: c.area_px)
+    x0, y0, x1, y1 = cell.bbox
+    half = int(0.8 * max(x1 - x0, y1 - y0))
+    cx, cy = (x0 + x1) // 2, (y0 + y1) // 2
+    h, w = image.shape[:2]
+    return image[max(0, cy - half):min(h, cy + half), max(0, cx - half):min(w, cx + half)]
+
+
+@pytest.mark.parametrize("side", [64, 120, 257, 575])
+def test_a_single_cell_crop_stays_one_cell(predictor: Predictor, side: int) -> None:
+    """Crops like ALL-IDB2 (257 px), Zheng (120 px) or Raabin (575 px): no scale given."""
+    for path in sorted(SAMPLES.glob("*.jpg")):
+        crop = cv2.resize(_leukocyte_crop(predictor, path), (side, side))
+        result = predictor.predict_image(crop)
+        assert 1 <= result.leukocyte_count <= 2, (path.name, side, result.um_per_px)
+
+
+@pytest.mark.skipif(not ZHENG.is_dir(), reason=f"Zheng Dataset 1 not found at {ZHENG}")
+def test_zheng_crops_without_a_scale(predictor: Predictor) -> None:
+    """Rapid-stain crops with ghostly red cells: the leukocytes are the ruler."""
+    dataset = open_dataset(ZHENG, "masks", weak_labels=False)
+    for i in range(0, len(dataset), 30):
+        record = dataset[i]
+        result = predictor.predict_image(record.image)
+        assert 1 <= result.leukocyte_count <= 3, record.name
+        assert result.um_per_px == pytest.approx(0.17, rel=0.4), record.name
+
+
+@pytest.mark.skipif(not TXL.is_dir(), reason=f"TXL-PBC not found at {TXL}")
+def test_red_cells_are_not_leukocytes(predictor: Predictor) -> None:
+    """TXL-PBC's red-cell boxes (three labs, three cameras) hold no predicted leukocyte."""
+    dataset = open_dataset(TXL, "yolo", weak_labels=False)
+    hit = scored = 0
+    for i in range(0, len(dataset), 43):
+        record = dataset[i]
+        result = predictor.predict_image(record.image)
+        centroids = np.array([c.centroid for c in result.cells]).reshape(-1, 2)
+        h, s = boxes_hit(centroids, record.red_cell_boxes, unless_in=record.boxes)
+        hit, scored = hit + h, scored + s
+    assert scored > 100
+    assert hit / scored <= 0.01
