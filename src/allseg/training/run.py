@@ -33,6 +33,7 @@ from allseg.training.samples import (
     source_key,
     split_names,
 )
+from allseg.training.threshold import real_normal_threshold
 
 #: Default decision thresholds written into every model folder.
 DEFAULT_THRESHOLDS = {"blast_probability": 0.5, "centre": 0.5, "min_cell_area_um2": 15.0}
@@ -65,6 +66,10 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
     """Read every source once, resample to canonical scale and split by image."""
     per_stage: dict[str, list[tuple[str, object, int]]] = {"segmenter": [], "classifier": []}
     for source in cfg.data:
+        wanted = ((source.masks and "segmenter" in cfg.stages())
+                  or (source.cell_labels and "classifier" in cfg.stages()))
+        if not wanted:  # nothing of this source is used by the stages trained
+            continue
         folder = source_folder(source, run_dir)
         dataset = open_dataset(folder, format=source.format, split=source.split)
         unsure: list[str] = []
@@ -87,7 +92,8 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                 if sample is not None:
                     per_stage["segmenter"].append((key, sample, source.repeat))
             if source.cell_labels and "classifier" in cfg.stages():
-                for crop in cell_samples(record, scale, cfg.crop_size, cfg.crop_um):
+                for crop in cell_samples(record, scale, cfg.crop_size, cfg.crop_um,
+                                         real=source.path is not None):
                     per_stage["classifier"].append((key, crop, source.repeat))
         if unsure:  # once per source, not once per image
             warnings.warn(f"{folder}: the pixel size of {len(unsure)} image(s) (e.g. "
@@ -263,6 +269,9 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
         for stage in todo:
             model, summary = fit_stage(stage, cfg, data[stage], run_dir, resume)
             models[stage] = model
+            if stage == "classifier" and (chosen := real_normal_threshold(model, data[stage].val)):
+                meta["thresholds"]["blast_probability"] = chosen["threshold"]
+                summary["threshold"] = chosen
             is_zero = summary.pop("global_zero")
             meta["training"][stage] = {**summary, "data": _describe_sources(cfg)}
             if is_zero:  # one writer under DDP; the others hold identical weights

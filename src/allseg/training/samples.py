@@ -37,6 +37,7 @@ class CellSample:
     name: str
     crop: np.ndarray  # (S, S, 3) uint8
     label: int  # 1 blast, 0 other leukocyte
+    real: bool = False  # from a photo on disk, not from the synthetic generator
 
 
 def parts_to_classes(parts: np.ndarray) -> np.ndarray:
@@ -115,8 +116,8 @@ def _cell_centres(record: Record) -> tuple[np.ndarray, np.ndarray]:
     return centres, labels
 
 
-def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: float
-                 ) -> list[CellSample]:
+def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: float,
+                 real: bool = False) -> list[CellSample]:
     """Crops of a fixed physical field of view around every labelled cell of a record."""
     centres, labels = _cell_centres(record)
     if len(centres) == 0:
@@ -125,7 +126,7 @@ def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: floa
     # cell_crops shows ``context * diameter`` pixels; context 1 makes the side exact.
     crops = cell_crops(record.image, centres, np.full(len(centres), side_px), out_size=crop_size,
                        context=1.0)
-    return [CellSample(f"{record.name}#{i}", crop, int(lab))
+    return [CellSample(f"{record.name}#{i}", crop, int(lab), real)
             for i, (crop, lab) in enumerate(zip(crops, labels, strict=True))]
 
 
