@@ -219,3 +219,18 @@ def test_a_cell_with_two_centre_peaks_is_one_cell_but_overlapping_discs_are_two(
     overlapping = maps([(50, 50, 30), (50, 105, 30)], [(50, 50), (50, 105)])
     _, instances = instances_from_maps(*overlapping, min_area_px=10)
     assert instances.max() == 2
+
+
+def test_a_cell_without_a_centre_peak_is_still_a_cell() -> None:
+    """A pale granular cell of an unseen stain: foreground with a nucleus, but its centre map
+    never reaches the marker threshold (regression: a Raabin neutrophil was lost)."""
+    probs = np.zeros((3, 60, 60), np.float32)
+    probs[0] = 1.0
+    yy, xx = np.mgrid[:60, :60]
+    cell = np.hypot(yy - 30, xx - 30) < 15
+    probs[:, cell] = np.array([0.1, 0.5, 0.4])[:, None]
+    probs[:, cell & (np.hypot(yy - 30, xx - 30) < 7)] = np.array([0.05, 0.15, 0.8])[:, None]
+    centre = np.where(cell, 0.35, 0.0).astype(np.float32)
+    parts, instances = instances_from_maps(probs, centre, min_area_px=20)
+    assert instances.max() == 1 and (instances > 0).sum() == cell.sum()
+    assert (parts == 255).any()

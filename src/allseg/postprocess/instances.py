@@ -168,6 +168,37 @@ def _union_solidity(labels: np.ndarray, boxes: dict, first: int, second: int) ->
     return float(union.sum() / convex_hull_image(union).sum())
 
 
+def seed_unmarked_blobs(markers: np.ndarray, n_markers: int, foreground: np.ndarray,
+                        centre: np.ndarray) -> tuple[np.ndarray, int]:
+    """Give every foreground blob without a marker one of its own: its core, where the
+    centre map reaches half the blob's peak.
+
+    A cell unlike the training cells (a pale, granular neutrophil of an unseen stain) can
+    be drawn as foreground while its centre map never reaches the marker threshold; it is
+    still a cell (the nucleus and size rules judge it later).
+
+    >>> fg = np.zeros((5, 12), bool); fg[1:4, 1:4] = fg[1:4, 7:11] = True
+    >>> centre = np.where(fg, 0.3, 0.0); centre[2, 2] = 0.9; centre[2, 8:10] = 0.4
+    >>> markers, n = seed_unmarked_blobs(*ndi.label(centre > 0.5), fg, centre)
+    >>> n, sorted(np.unique(markers[2]).tolist())
+    (2, [0, 1, 2])
+    """
+    blobs, n_blobs = ndi.label(foreground)
+    if n_blobs == 0:
+        return markers, n_markers
+    marked = np.zeros(n_blobs + 1, bool)
+    marked[np.unique(blobs[markers > 0])] = True
+    marked[0] = True
+    if marked.all():
+        return markers, n_markers
+    peak = np.asarray(ndi.maximum(centre, blobs, np.arange(n_blobs + 1)))
+    core = ~marked[blobs] & (centre >= 0.5 * peak[blobs])
+    new_id = np.cumsum(~marked) * ~marked  # 1.. for each unmarked blob
+    markers = markers.copy()
+    markers[core] = n_markers + new_id[blobs[core]]
+    return markers, n_markers + int((~marked).sum())
+
+
 def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px: int,
                         marker_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
     """Leukocyte parts and instances from the segmenter's outputs.
@@ -190,7 +221,8 @@ def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px:
     if centre.shape != class_prob.shape[1:]:
         raise ValueError(f"centre {centre.shape} does not match class_prob {class_prob.shape}")
     foreground = class_prob[0] < 0.5
-    markers, n_markers = ndi.label((centre > marker_threshold) & foreground)
+    markers, n_markers = seed_unmarked_blobs(
+        *ndi.label((centre > marker_threshold) & foreground), foreground, centre)
     labels = (_split_touching(centre, foreground, markers, n_markers)
               if n_markers else np.zeros(centre.shape, np.int32))
     parts = parts_from_probs(class_prob, labels > 0)
