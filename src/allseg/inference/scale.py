@@ -25,8 +25,8 @@ from allseg.data.ruler import RBC_DIAMETER_UM
 #: so a crop's few red cells and a field's many are measured alike (and a resized copy of
 #: an image gives the same answer).
 FIRST_PASS_SIDE = 384
-#: ... or, for a wide field where that finds too few red cells (uneven illumination),
-#: this one, where the slide colour is followed locally.
+#: ... or this one for images at least twice as large (wide fields), where the slide
+#: colour is followed locally (uneven illumination).
 LOCAL_FIRST_PASS_SIDE = 768
 #: Second pass: the image is resampled so that a red cell is about this many pixels across,
 #: where the measurement is most accurate (Cellpose's estimate-resample-re-estimate)...
@@ -240,13 +240,10 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     side = max(image.shape[:2])
-    diameter, n_cells = _measure(image, FIRST_PASS_SIDE / side)
-    if n_cells < MIN_CELLS and side >= 2 * LOCAL_FIRST_PASS_SIDE:
-        # A wide field with dim corners: one slide colour takes the corners for a cell.
-        # Look again at a size where the slide colour follows the illumination.
-        local = _measure(image, LOCAL_FIRST_PASS_SIDE / side)
-        if local[1] > n_cells:
-            diameter, n_cells = local
+    # A wide field may have dim corners that one slide colour takes for a cell: look at it
+    # at a size where the slide colour follows the illumination.
+    first_side = LOCAL_FIRST_PASS_SIDE if side >= 2 * LOCAL_FIRST_PASS_SIDE else FIRST_PASS_SIDE
+    diameter, n_cells = _measure(image, first_side / side)
     if diameter > 0:
         factor = float(np.clip(TARGET_DIAMETER_PX / diameter, MIN_WORK_SIDE / side,
                                MAX_WORK_SIDE / side))
