@@ -240,11 +240,18 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     side = max(image.shape[:2])
-    # A wide field may have dim corners that one slide colour takes for a cell: look at it
-    # at a size where the slide colour follows the illumination.
-    first_side = LOCAL_FIRST_PASS_SIDE if side >= 2 * LOCAL_FIRST_PASS_SIDE else FIRST_PASS_SIDE
-    diameter, n_cells = _measure(image, first_side / side)
-    if diameter > 0:
+    if side >= 2 * LOCAL_FIRST_PASS_SIDE:
+        # A wide field may have dim corners that one slide colour takes for a cell: look at
+        # it at a size where the slide colour follows the illumination (an integer
+        # shrinking factor: OpenCV's fast path).
+        factor = 1.0 / -(-side // LOCAL_FIRST_PASS_SIDE)
+    else:
+        factor = FIRST_PASS_SIDE / side
+    diameter, n_cells = _measure(image, factor)
+    if diameter > 0 and not (side >= 2 * LOCAL_FIRST_PASS_SIDE
+                             and abs(np.log(diameter * factor / TARGET_DIAMETER_PX)) < np.log(1.5)):
+        # Second look, unless a wide field's first look already saw red cells near the
+        # target size.
         factor = float(np.clip(TARGET_DIAMETER_PX / diameter, MIN_WORK_SIDE / side,
                                MAX_WORK_SIDE / side))
         second, second_cells = _measure(image, factor)
