@@ -6,6 +6,8 @@
 # the scale estimated. The same short recipe with every source ("all") is the reference:
 # the gap between a source's row and "all" is the price of never having seen that lab.
 # Results: bench/loso/<left-out>/{model,eval-*}; table: bench/loso_table.py.
+# Arguments: the runs to do (default: all bccd zheng raabin pbc bcd), e.g. to share them
+# between two processes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ALLSEG=${ALLSEG:-.venv/bin/allseg}
@@ -24,7 +26,9 @@ declare -A LEAVE=(
   [bcd]='data.5.exclude=["bcd_*"]'
 )
 mkdir -p "$OUT/synthetic-data"
-for name in all bccd zheng raabin pbc bcd; do
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(all bccd zheng raabin pbc bcd)
+for name in "${names[@]}"; do
   run="$OUT/$name"
   if [ ! -f "$run/model/config.json" ]; then
     mkdir -p "$run"
