@@ -3,7 +3,9 @@
 A classifier that learned blasts from synthetic cells is sure of itself on synthetic cells;
 what matters to a user is how often it calls a real normal cell a blast. When a recipe has
 real photos of normal blood among its classifier data (BCCD, Zheng, TXL-PBC: every cell
-a non-blast), the validation crops of those photos, never trained on, set the threshold:
+a non-blast; any dataset read from a folder counts, a synthetic one written there by
+``allseg synth`` too), the non-blast validation crops of those datasets, never trained on,
+set the threshold:
 the P(blast) that at most ``MAX_FALSE_CALL_RATE`` of them reach, and never below 0.5.
 """
 
