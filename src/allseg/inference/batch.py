@@ -13,6 +13,7 @@ from rich.progress import track
 from allseg.errors import AllsegError, InputError
 from allseg.inference.distributed import barrier, rank_and_world, shard
 from allseg.inference.predictor import Predictor
+from allseg.inference.scale import is_unsure
 from allseg.io.atomic import remove_stale_temporaries, write_json_atomic
 from allseg.io.images import is_image_file
 from allseg.outputs.interop import write_extra_formats
@@ -113,8 +114,7 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
 
 def warn_unsure_scales(docs: list[dict]) -> None:
     """One line on stderr for the whole run naming the images whose scale is a guess."""
-    unsure = [doc["image"] for doc in docs
-              if doc.get("scale_confidence") is not None and doc["scale_confidence"] < 0.5]
+    unsure = [doc["image"] for doc in docs if is_unsure(doc.get("scale_confidence"))]
     if unsure:
         print(f"warning: the pixel size of {len(unsure)} of {len(docs)} image(s) was estimated "
               f"with low confidence (e.g. {Path(unsure[0]).name}; see scale_source and "

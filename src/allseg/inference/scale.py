@@ -285,7 +285,20 @@ class ResolvedScale:
 
     @property
     def unsure(self) -> bool:
-        return self.confidence is not None and self.confidence < 0.5
+        return is_unsure(self.confidence)
+
+
+#: A scale estimated with less confidence than this is a guess the user is told about.
+UNSURE_BELOW = 0.5
+
+
+def is_unsure(confidence: float | None) -> bool:
+    """Whether an estimated scale's confidence calls for a warning (None: given by the user).
+
+    >>> is_unsure(0.4), is_unsure(1.0), is_unsure(None)
+    (True, False, False)
+    """
+    return confidence is not None and confidence < UNSURE_BELOW
 
 
 def resolve_scale(

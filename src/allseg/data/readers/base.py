@@ -194,7 +194,7 @@ def box_record(dataset: Dataset, source: Path, image: np.ndarray, boxes: np.ndar
     if red_cell_boxes is not None:
         record.red_cell_boxes = clip_boxes(dataset, source, red_cell_boxes, image.shape[:2],
                                            warn=False)  # many tiny red-cell boxes: no noise
-        record.um_per_px = red_cell_scale(red_cell_boxes, image.shape[:2])
+        record.um_per_px = red_cell_scale(record.red_cell_boxes, image.shape[:2])
     if not dataset.weak_labels:
         return record
     parts = np.zeros(image.shape[:2], np.uint8)
