@@ -348,6 +348,40 @@ def roc_auc(scores: Any, labels: Any) -> float | None:
     return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
+def roc_auc_interval(scores: Any, labels: Any, groups: Any = None, level: float = 0.95,
+                     n_boot: int = 1000, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap confidence interval of :func:`roc_auc`.
+
+    With ``groups`` (a patient or slide per case) whole groups are resampled, so cells of
+    one patient, which are not independent, do not narrow the interval. None when the AUC
+    is undefined; resamples holding one class only are redrawn by skipping them.
+
+    >>> lo, hi = roc_auc_interval([0.1, 0.4, 0.35, 0.8, 0.7, 0.2], [0, 0, 1, 1, 1, 0])
+    >>> 0.0 <= lo <= 0.78 <= hi <= 1.0
+    True
+    """
+    scores, labels = _binary(scores, labels)
+    if roc_auc(scores, labels) is None:
+        return None
+    keys = np.arange(scores.size) if groups is None else np.asarray(groups).ravel()
+    if keys.shape != scores.shape:
+        raise ValueError(f"{scores.size} scores but {keys.size} groups")
+    _, members = np.unique(keys, return_inverse=True)
+    index = [np.flatnonzero(members == g) for g in range(members.max() + 1)]
+    rng = np.random.default_rng(seed)
+    aucs = []
+    for _ in range(n_boot):
+        pick = np.concatenate([index[g] for g in rng.integers(0, len(index), len(index))])
+        auc = roc_auc(scores[pick], labels[pick])
+        if auc is not None:
+            aucs.append(auc)
+    if not aucs:
+        return None
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(aucs, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
 def binary_classification(scores: Any, labels: Any, threshold: float = 0.5,
                           predicted: Any = None) -> dict[str, Any]:
     """Sensitivity, specificity, accuracy and ROC AUC of scores against 0/1 labels.
