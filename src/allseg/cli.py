@@ -182,6 +182,9 @@ def evaluate(
     predictions: Annotated[Path | None, typer.Option(
         help="Score this folder of earlier 'allseg predict' outputs instead of predicting.")
     ] = None,
+    all_normal: Annotated[bool, typer.Option(
+        "--all-normal", help="Every leukocyte of this dataset is normal, e.g. healthy donors: "
+        "scores the share of normal cells called blasts and the calibration.")] = False,
 ) -> None:
     """Score a model (or the classical baseline) against a dataset's labels."""
     import json
@@ -199,8 +202,11 @@ def evaluate(
             raise typer.BadParameter(str(exc)) from None
     metrics = _or_exit(run_evaluation, data, out_dir, model=model, fmt=fmt, split=split,
                        baseline=baseline, um_per_px=um_per_px, backend=backend,
-                       predictions=predictions)
+                       predictions=predictions, all_normal=all_normal)
     out.print_json(json.dumps(metrics["metrics"]))
+    if (cells := metrics["metrics"].get("cell_level")) and cells["cells"]:
+        out.print(f"cell level: {cells['blast_calls']} of {cells['cells']} cells called blasts "
+                  f"({cells['blast_call_rate']:.2%}), ECE {cells['calibration']['ece']:.3f}")
     out.print(f"written to [bold]{out_dir}[/bold]: metrics.json, per_image.csv, report.html")
 
 

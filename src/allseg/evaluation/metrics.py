@@ -246,6 +246,16 @@ def boxes_hit(points: np.ndarray | list, boxes: np.ndarray | list,
     return int(_inside(points, scored).any(axis=0).sum()), len(scored)
 
 
+def points_in_boxes(points: np.ndarray | list, boxes: np.ndarray | list) -> np.ndarray:
+    """Whether each point ``(x, y)`` lies in any of ``boxes`` (edges included): which
+    predicted cells a box-labelled dataset vouches for as leukocytes.
+
+    >>> points_in_boxes([[5, 5], [15, 5]], [[0, 0, 10, 10]]).tolist()
+    [True, False]
+    """
+    return _inside(_points(points), np.asarray(boxes, float).reshape(-1, 4)).any(axis=1)
+
+
 @dataclass(frozen=True, eq=False)
 class InstanceMatch(Counts):
     """Result of :func:`match_instances`; ``pairs`` are ``(pred_id, true_id)`` label values."""
@@ -382,9 +392,43 @@ def roc_auc_interval(scores: Any, labels: Any, groups: Any = None, level: float 
     return float(lo), float(hi)
 
 
+def calibration(scores: Any, labels: Any, bins: int = 10) -> dict[str, Any]:
+    """Whether probabilities mean what they say: of the cases scored about 0.9, about 9 in
+    10 should be positive.
+
+    Per equal-width bin of ``[0, 1]`` (the last one closed): ``count``, ``mean_predicted``
+    and ``observed`` positive fraction (None for an empty bin); ``ece``, the expected
+    calibration error (count-weighted mean of ``|mean_predicted - observed|``) and
+    ``brier``, the mean squared error of the probabilities (None without cases).
+
+    >>> c = calibration([0.25, 0.25, 0.25, 0.25, 0.9, 0.9], [0, 0, 0, 1, 1, 1], bins=2)
+    >>> [(b["count"], b["mean_predicted"], b["observed"]) for b in c["bins"]]
+    [(4, 0.25, 0.25), (2, 0.9, 1.0)]
+    >>> round(c["ece"], 4), round(c["brier"], 4)
+    (0.0333, 0.1283)
+    """
+    scores, labels = _binary(scores, labels)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.digitize(scores, edges[1:-1]), 0, bins - 1)
+    out_bins, gap = [], 0.0
+    for k in range(bins):
+        member = index == k
+        count = int(member.sum())
+        predicted = float(scores[member].mean()) if count else None
+        observed = float(labels[member].mean()) if count else None
+        if count:
+            gap += count * abs(predicted - observed)
+        out_bins.append({"lo": float(edges[k]), "hi": float(edges[k + 1]), "count": count,
+                         "mean_predicted": predicted, "observed": observed})
+    n = scores.size
+    return {"bins": out_bins, "ece": gap / n if n else None,
+            "brier": float(np.mean((scores - labels) ** 2)) if n else None}
+
+
 def binary_classification(scores: Any, labels: Any, threshold: float = 0.5,
                           predicted: Any = None) -> dict[str, Any]:
-    """Sensitivity, specificity, accuracy and ROC AUC of scores against 0/1 labels.
+    """Sensitivity, specificity, accuracy, ROC AUC (with its bootstrap 95% interval) and
+    :func:`calibration` of scores against 0/1 labels.
 
     A case is called positive when ``score >= threshold``, unless ``predicted`` gives the
     calls themselves (e.g. image verdicts). Undefined rates are None.
@@ -392,6 +436,8 @@ def binary_classification(scores: Any, labels: Any, threshold: float = 0.5,
     >>> r = binary_classification([0.9, 0.2, 0.6, 0.1], [1, 1, 0, 0], threshold=0.5)
     >>> r["tp"], r["fn"], r["fp"], r["tn"], r["sensitivity"], r["accuracy"], r["roc_auc"]
     (1, 1, 1, 1, 0.5, 0.5, 0.75)
+    >>> round(r["calibration"]["brier"], 4), len(r["roc_auc_ci95"])
+    (0.255, 2)
     """
     scores, labels = _binary(scores, labels)
     calls = scores >= threshold if predicted is None else np.asarray(predicted, bool).ravel()
@@ -405,7 +451,14 @@ def binary_classification(scores: Any, labels: Any, threshold: float = 0.5,
             "sensitivity": tp / (tp + fn) if tp + fn else None,
             "specificity": tn / (tn + fp) if tn + fp else None,
             "accuracy": (tp + tn) / n if n else None,
-            "roc_auc": roc_auc(scores, labels)}
+            "roc_auc": roc_auc(scores, labels), "roc_auc_ci95": _listed(
+                roc_auc_interval(scores, labels)),
+            "calibration": calibration(scores, labels)}
+
+
+def _listed(interval: tuple[float, float] | None) -> list[float] | None:
+    """A JSON-ready ``[lo, hi]``."""
+    return None if interval is None else list(interval)
 
 
 def _cumulative(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -451,6 +504,6 @@ def pr_curve(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 __all__ = ["BoxMatch", "Counts", "InstanceMatch", "PixelCounts", "PointMatch",
-           "binary_classification", "dice", "iou", "match_instances", "match_points",
-           "match_points_to_boxes", "panoptic_quality", "pixel_counts", "pr_curve",
-           "roc_auc", "roc_curve"]
+           "binary_classification", "calibration", "dice", "iou", "match_instances",
+           "match_points", "match_points_to_boxes", "panoptic_quality", "pixel_counts",
+           "points_in_boxes", "pr_curve", "roc_auc", "roc_curve"]

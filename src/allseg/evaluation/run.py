@@ -37,12 +37,13 @@ def load_predictor(model: str, baseline: str | None, backend: str = "auto",  # n
 
 
 def per_image_csv(result: EvalResult) -> str:
-    """Every per-image figure, one row per image, columns in first-seen order."""
+    """Every per-image figure, one row per image, columns in first-seen order; the per-cell
+    lists (``cell_scores``, ``cell_labels``) are no spreadsheet cells and are left out."""
     columns: list[str] = []
     for row in result.per_image:
-        columns += [k for k in row if k not in columns]
+        columns += [k for k, v in row.items() if k not in columns and not isinstance(v, list)]
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
+    writer = csv.DictWriter(buffer, fieldnames=columns, restval="", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(result.per_image)
     return buffer.getvalue()
@@ -75,10 +76,12 @@ def gallery(predictor, dataset, per_image: list[dict], um_per_px: float | None, 
 def evaluate(data: str | Path, out: str | Path, model: str = "default", fmt: str = "auto",
              split: str | None = None, baseline: str | None = None, folds: int = 5,
              um_per_px: float | None = None, backend: str = "auto",
-             predictions: str | Path | None = None) -> dict[str, Any]:
+             predictions: str | Path | None = None, all_normal: bool = False) -> dict[str, Any]:
     """Evaluate on ``data``; write ``metrics.json``, ``per_image.csv`` and ``report.html``.
 
-    ``split``: a reader split (BCCD ``test``), ``allidb-test20`` or ``fold-K/N``.
+    ``split``: a reader split (BCCD ``test``), ``allidb-test20`` or ``fold-K/N``;
+    ``all_normal``: every leukocyte of ``data`` is normal (healthy donors), so every
+    predicted cell is scored as a normal cell (the ``cell_level`` figures).
     """
     reader_split = split if split and not (split == "allidb-test20"
                                            or split.startswith("fold-")) else None
@@ -87,10 +90,12 @@ def evaluate(data: str | Path, out: str | Path, model: str = "default", fmt: str
     if split and reader_split is None:
         names = set(select([p.stem for p in dataset.items], split, folds=folds))
     predictor = load_predictor(model, baseline, backend, predictions)
-    result = evaluate_dataset(predictor, dataset, names_filter=names, um_per_px=um_per_px)
+    result = evaluate_dataset(predictor, dataset, names_filter=names, um_per_px=um_per_px,
+                              all_normal=all_normal)
     metrics = {
         "dataset": {"path": str(data), "format": dataset.format, "split": split or "all",
-                    "images": len(result.per_image), "failures": result.failures},
+                    "all_normal": all_normal, "images": len(result.per_image),
+                    "failures": result.failures},
         "model": getattr(predictor, "model_info", {}),
         "metrics": result.summary(),
         "versions": {"allseg": __version__, "python": platform.python_version()},

@@ -12,7 +12,12 @@ Per image, each kind of label present is scored:
 - ``boxes``: every predicted leukocyte centroid against the boxes;
 - ``image_label``: the verdict, scored by the image's highest blast probability;
 - ``crop_label`` (ALL-IDB2 crops): the crop is predicted as an image and the cell nearest
-  the crop centre stands for it (probability 0, "not blast", when no cell is found).
+  the crop centre stands for it (probability 0, "not blast", when no cell is found);
+- cell level: the blast probability of each predicted cell matched to a true labelled
+  instance (``instances`` with ``cell_labels``, not ``weak``, whole fields), or, with
+  ``all_normal`` (photos of healthy blood), of every predicted cell, labelled normal (only
+  those inside a leukocyte box where the record has boxes); lists ``cell_scores`` and
+  ``cell_labels`` per image, pooled for calibration and the blast-call rate.
 
 The scale is estimated by the predictor, as for a user, unless ``um_per_px`` is given.
 """
@@ -40,6 +45,7 @@ from allseg.evaluation.metrics import (
     match_points_to_boxes,
     panoptic_quality,
     pixel_counts,
+    points_in_boxes,
 )
 from allseg.outputs.schema import ALL_SUSPECTED, ImageResult
 
@@ -74,9 +80,31 @@ def _true_blasts(record: Record) -> np.ndarray | None:
     return None
 
 
-def score_image(result: ImageResult, record: Record,
-                point_radius_um: float | None = None) -> dict[str, Any]:
-    """Every per-image figure the record's labels allow (flat keys, see the module doc)."""
+def _matched_cells(result: ImageResult, record: Record, centroids: np.ndarray,
+                   radius: float) -> tuple[list[float], list[int]]:
+    """P(blast) and the true 0/1 label of each predicted cell matched to a labelled instance."""
+    present = set(np.unique(record.instances).tolist())
+    ids = sorted(k for k in record.cell_labels if k in present)
+    match = match_points(centroids, _centroids(record.instances, ids), radius)
+    return ([float(result.cells[p].blast_probability) for p, _ in match.pairs],
+            [int(record.cell_labels[ids[t]] == BLAST) for _, t in match.pairs])
+
+
+def _normal_cells(result: ImageResult, record: Record,
+                  centroids: np.ndarray) -> tuple[list[float], list[int]]:
+    """P(blast) of every predicted cell of a healthy-blood photo, all labelled normal; with
+    leukocyte boxes only the cells inside one (a red cell taken for a leukocyte is no
+    normal leukocyte)."""
+    keep = (np.ones(len(centroids), bool) if record.boxes is None
+            else points_in_boxes(centroids, record.boxes))
+    scores = [float(c.blast_probability) for c, k in zip(result.cells, keep, strict=True) if k]
+    return scores, [0] * len(scores)
+
+
+def score_image(result: ImageResult, record: Record, point_radius_um: float | None = None,
+                all_normal: bool = False) -> dict[str, Any]:
+    """Every per-image figure the record's labels allow (flat keys, see the module doc);
+    ``all_normal``: every leukocyte of the image is normal, whatever the record says."""
     row: dict[str, Any] = {"image": record.name, "leukocyte_count": result.leukocyte_count,
                            "blast_count": result.blast_count, "um_per_px": result.um_per_px,
                            "seconds": result.seconds}
@@ -92,10 +120,16 @@ def score_image(result: ImageResult, record: Record,
             row |= _counts(key, match_instances(result.instances, record.instances, thresh))
     true_blasts = None if record.crop_label is not None else _true_blasts(record)
     um = result.um_per_px or record.um_per_px
-    if true_blasts is not None and um:
-        radius = (point_radius_um or POINT_RADIUS_UM) / um
+    radius = (point_radius_um or POINT_RADIUS_UM) / um if um else None
+    if true_blasts is not None and radius:
         blasts = centroids[np.array([c.is_blast for c in result.cells], bool)]
         row |= _counts("blast", match_points(blasts, true_blasts, radius))
+    if all_normal:
+        row["cell_scores"], row["cell_labels"] = _normal_cells(result, record, centroids)
+    elif (radius and record.instances is not None and record.cell_labels is not None
+          and not record.weak and record.crop_label is None):
+        row["cell_scores"], row["cell_labels"] = _matched_cells(result, record, centroids,
+                                                                radius)
     if record.boxes is not None:
         row |= _counts("box", match_points_to_boxes(centroids, record.boxes))
     if record.red_cell_boxes is not None:
@@ -166,15 +200,28 @@ class EvalResult:
                 out[f"{level}_level"] = binary_classification(
                     [r[f"{level}_score"] for r in scored], [r[f"{level}_label"] for r in scored],
                     self.threshold, predicted=[r[f"{level}_called"] for r in scored])
+        if scored := _rows_with(rows, "cell_scores"):
+            out["cell_level"] = self._cell_level(scored)
         return out
+
+    def _cell_level(self, rows: list[dict]) -> dict[str, Any]:
+        """Pooled per-cell classification and calibration, and the share of cells called
+        blasts: on healthy blood (every label 0) that share is the false-call rate."""
+        scores = [s for r in rows for s in r["cell_scores"]]
+        figures = binary_classification(scores, [v for r in rows for v in r["cell_labels"]],
+                                        self.threshold)
+        calls = figures["tp"] + figures["fp"]
+        return {"images": len(rows), "cells": len(scores), "blast_calls": calls,
+                "blast_call_rate": calls / len(scores) if scores else None, **figures}
 
 
 def evaluate_dataset(predictor: ImagePredictor, dataset: Dataset,
                      names_filter: Collection[str] | None = None,
                      point_radius_um: float | None = None, um_per_px: float | None = None,
-                     progress: bool = True) -> EvalResult:
+                     progress: bool = True, all_normal: bool = False) -> EvalResult:
     """Predict every image of ``dataset`` (or those whose stem is in ``names_filter``)
-    and score it against the labels the reader gives; unreadable files become failures."""
+    and score it against the labels the reader gives; unreadable files become failures.
+    ``all_normal``: every leukocyte of the dataset is normal (healthy donors)."""
     thresholds = getattr(predictor, "thresholds", None) or {}
     result = EvalResult(threshold=float(thresholds.get("blast_probability", 0.5)))
     wanted = [i for i, path in enumerate(dataset.items)
@@ -187,5 +234,5 @@ def evaluate_dataset(predictor: ImagePredictor, dataset: Dataset,
             result.failures.append({"image": str(dataset.items[i]), "error": str(exc)})
             continue
         predicted = predictor.predict_image(record.image, str(record.source), um_per_px=um_per_px)
-        result.per_image.append(score_image(predicted, record, point_radius_um))
+        result.per_image.append(score_image(predicted, record, point_radius_um, all_normal))
     return result
