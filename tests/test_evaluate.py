@@ -76,8 +76,9 @@ class FakePredictor:
         return result_from_truth(record, self.drop.get(stem, ()), self.flip.get(stem, ()))
 
 
-def evaluate(dataset, **fake) -> tuple[dict, list[dict]]:
-    result = evaluate_dataset(FakePredictor(dataset, **fake), dataset, progress=False)
+def evaluate(dataset, all_normal: bool = False, **fake) -> tuple[dict, list[dict]]:
+    result = evaluate_dataset(FakePredictor(dataset, **fake), dataset, progress=False,
+                              all_normal=all_normal)
     json.dumps([result.summary(), result.per_image], allow_nan=False)  # plain JSON types
     return result.summary(), result.per_image
 
@@ -226,6 +227,101 @@ def test_unreadable_image_is_a_failure(tmp_path: Path) -> None:
     summary = result.summary()
     assert summary["images"] == 1 and len(summary["failures"]) == 1
     assert "synth_0002" in summary["failures"][0]["image"]
+
+
+# --- cell level -------------------------------------------------------------------------
+
+
+def test_cell_level_on_labelled_instances(masks_dataset) -> None:
+    records = list(masks_dataset.iter_records())
+    n_cells = sum(len(r.cell_labels) for r in records)
+    n_blasts = sum(v == BLAST for r in records for v in r.cell_labels.values())
+    summary, rows = evaluate(masks_dataset)
+    cells = summary["cell_level"]
+    assert (cells["cells"], cells["n"], cells["positives"]) == (n_cells, n_cells, n_blasts)
+    assert cells["blast_calls"] == cells["tp"] == n_blasts and cells["fp"] == 0
+    assert cells["roc_auc"] == 1.0 and cells["images"] == 3
+    assert cells["blast_call_rate"] == pytest.approx(n_blasts / n_cells)
+    # P = 0.1 for normal cells, 0.9 for blasts: every one is 0.1 off its bin's truth
+    assert cells["calibration"]["ece"] == pytest.approx(0.1)
+    assert cells["calibration"]["brier"] == pytest.approx(0.01)
+    assert sorted(rows[0]["cell_scores"]) == sorted(
+        0.9 if v == BLAST else 0.1 for v in records[0].cell_labels.values())
+    first = records[0]
+    normal = next(k for k, v in first.cell_labels.items() if v != BLAST and k != 1)
+    flipped, _ = evaluate(masks_dataset, flip={first.name: (normal,)}, drop={first.name: (1,)})
+    assert flipped["cell_level"]["fp"] == 1 and flipped["cell_level"]["cells"] == n_cells - 1
+
+
+def test_cell_level_skips_weak_labels_and_crops(voc: Path, allidb2_dataset) -> None:
+    summary, _ = evaluate(open_dataset(voc, "voc", split="test"))
+    assert "cell_level" not in summary  # colour-derived instances are no cell labels
+    summary, rows = evaluate(allidb2_dataset)
+    assert "cell_level" not in summary and "cell_scores" not in rows[0]
+
+
+class RedCellTakenForALeukocyte(FakePredictor):
+    """The fake predictor, plus one cell on the red-cell box (1, 1, 9, 9) of each image."""
+
+    def predict_image(self, image, name="image", um_per_px=None, cell_diameter_px=None):
+        result = super().predict_image(image, name, um_per_px, cell_diameter_px)
+        result.cells.append(cell(99, [5.0, 5.0], blast=True))
+        return result
+
+
+def test_all_normal_counts_every_boxed_cell_as_normal(voc: Path) -> None:
+    dataset = open_dataset(voc, "voc", split="test")
+    fake = RedCellTakenForALeukocyte(dataset, flip={"a": (2,)})
+    result = evaluate_dataset(fake, dataset, progress=False, all_normal=True)
+    cells = result.summary()["cell_level"]
+    # 2 images x 2 boxed cells; the cells on red cells are not normal leukocytes
+    assert (cells["cells"], cells["negatives"], cells["positives"]) == (4, 4, 0)
+    assert (cells["blast_calls"], cells["blast_call_rate"]) == (1, 0.25)
+    assert cells["specificity"] == 0.75 and cells["roc_auc"] is None
+    assert cells["roc_auc_ci95"] is None and cells["sensitivity"] is None
+    assert cells["calibration"]["ece"] == pytest.approx((3 * 0.1 + 0.9) / 4)
+    assert result.per_image[0]["cell_scores"] == [0.1, 0.9]
+    assert result.per_image[0]["cell_labels"] == [0, 0]
+
+
+def test_all_normal_overrides_blast_labels_and_stays_out_of_the_csv(masks_dataset) -> None:
+    from allseg.evaluation.run import per_image_csv
+    from allseg.evaluation.score import EvalResult
+
+    n_blasts = sum(v == BLAST for r in masks_dataset.iter_records()
+                   for v in r.cell_labels.values())
+    summary, rows = evaluate(masks_dataset, all_normal=True)
+    cells = summary["cell_level"]
+    assert cells["positives"] == 0 and cells["blast_calls"] == n_blasts > 0
+    header = per_image_csv(EvalResult(per_image=rows)).splitlines()[0].split(",")
+    assert "cell_scores" not in header and "cell_labels" not in header
+    assert "cell_dice" in header
+
+
+def test_cli_all_normal_end_to_end(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from allseg.cli import app
+
+    write_dataset("masks", tmp_path / "data", n=2, seed=4)
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "data"), "--out",
+                                      str(out), "--baseline", "classical", "--all-normal"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    cells = metrics["metrics"]["cell_level"]
+    assert metrics["dataset"]["all_normal"] is True
+    assert cells["cells"] > 0 and cells["positives"] == 0 and cells["roc_auc"] is None
+    assert f"{cells['blast_calls']} of {cells['cells']} cells called blasts" in result.output
+    report = (out / "report.html").read_text()
+    assert 'alt="cell reliability diagram"' in report
+    assert f"{cells['blast_calls']} of {cells['cells']} normal cells" in report
+    assert 'alt="cell score histogram"' in report
+    plain = CliRunner().invoke(app, ["evaluate", "--data", str(tmp_path / "data"), "--out",
+                                     str(tmp_path / "plain"), "--baseline", "classical"])
+    assert plain.exit_code == 0, plain.output
+    plain_cells = json.loads((tmp_path / "plain" / "metrics.json").read_text())
+    assert plain_cells["metrics"]["cell_level"]["positives"] > 0  # the synthetic blasts
 
 
 # --- boxes ------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from allseg.evaluation.metrics import (
     Counts,
     PixelCounts,
     binary_classification,
+    calibration,
     dice,
     iou,
     match_instances,
@@ -198,6 +199,40 @@ def test_binary_classification_one_class() -> None:
     r = binary_classification([0.9, 0.1], [1, 1])
     assert r["roc_auc"] is None and r["specificity"] is None and r["sensitivity"] == 0.5
     assert binary_classification([], [])["accuracy"] is None
+
+
+def test_binary_classification_has_calibration_and_an_auc_interval() -> None:
+    r = binary_classification([0.9, 0.8, 0.3, 0.6, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
+    lo, hi = r["roc_auc_ci95"]
+    assert 0.0 <= lo <= r["roc_auc"] <= hi <= 1.0
+    assert r["calibration"] == calibration([0.9, 0.8, 0.3, 0.6, 0.2, 0.1], [1, 1, 1, 0, 0, 0])
+    normal = binary_classification([0.2, 0.7], [0, 0])
+    assert normal["roc_auc_ci95"] is None and normal["calibration"]["ece"] == pytest.approx(0.45)
+
+
+def test_calibration_perfect_case_has_no_error() -> None:
+    c = calibration([0.25] * 4 + [0.75] * 4, [1, 0, 0, 0, 1, 1, 1, 0])
+    assert c["ece"] == 0.0 and c["brier"] == pytest.approx(0.1875)
+    assert [b["count"] for b in c["bins"]] == [0, 0, 4, 0, 0, 0, 0, 4, 0, 0]
+    assert (c["bins"][2]["mean_predicted"], c["bins"][2]["observed"]) == (0.25, 0.25)
+    assert c["bins"][0]["mean_predicted"] is None and c["bins"][0]["observed"] is None
+
+
+def test_calibration_of_a_confident_model_on_normal_cells() -> None:
+    c = calibration([0.9] * 5, [0] * 5)
+    assert c["ece"] == pytest.approx(0.9) and c["brier"] == pytest.approx(0.81)
+    assert c["bins"][9] == {"lo": 0.9, "hi": 1.0, "count": 5, "mean_predicted": 0.9,
+                            "observed": 0.0}
+
+
+def test_calibration_bin_edges_and_empty_input() -> None:
+    c = calibration([0.0, 0.1, 0.5, 1.0], [0, 0, 1, 1], bins=4)
+    assert [b["count"] for b in c["bins"]] == [2, 0, 1, 1]  # [0, .25) [.25, .5) [.5, .75) [.75, 1]
+    assert c["bins"][0]["lo"] == 0.0 and c["bins"][-1]["hi"] == 1.0
+    assert c["ece"] == pytest.approx((0.05 * 2 + 0.5 + 0.0) / 4)
+    empty = calibration([], [])
+    assert empty["ece"] is None and empty["brier"] is None
+    assert sum(b["count"] for b in empty["bins"]) == 0
 
 
 def test_auc_ties_count_half() -> None:

@@ -42,6 +42,9 @@ def field_row(k: int, rng: np.random.Generator) -> dict:
     blasts = 3 * label
     row |= {"blast_tp": max(0, blasts - 1), "blast_fp": int(rng.integers(0, 2)),
             "blast_fn": min(1, blasts), "blast_sum_distance": 4.0 * max(0, blasts - 1)}
+    cell_labels = [int(k < blasts) for k in range(5)]
+    row |= {"cell_labels": cell_labels, "cell_scores": [
+        float(np.clip(rng.normal(0.2 + 0.6 * v, 0.2), 0, 1)) for v in cell_labels]}
     score = float(np.clip(rng.normal(0.35 + 0.4 * label, 0.2), 0, 1))
     return row | {"image_score": score, "image_called": score >= 0.5,
                   "verdict": "ALL suspected" if score >= 0.5 else "no blasts found"}
@@ -110,11 +113,17 @@ def test_full_report(full_report) -> None:
     for figure in (m["pixel"]["cell"]["dice"], m["pixel"]["nucleus"]["iou"],
                    m["instances"]["iou75"]["panoptic_quality"], m["blast_points"]["f1"],
                    m["image_level"]["sensitivity"], m["image_level"]["roc_auc"],
-                   m["crop_level"]["specificity"], m["crop_level"]["roc_auc"]):
+                   m["crop_level"]["specificity"], m["crop_level"]["roc_auc"],
+                   m["cell_level"]["roc_auc"], m["cell_level"]["blast_call_rate"],
+                   m["cell_level"]["calibration"]["ece"]):
         assert f"{figure:.3f}" in text
-    # per level: curves, confusion matrix, histogram; one Dice plot; two images per gallery item
+    # per level: curves, confusion matrix, histogram, reliability diagram; one Dice plot;
+    # two images per gallery item
     images = re.findall(r'<img src="data:image/png;base64,[A-Za-z0-9+/=]+"', text)
-    assert len(images) == 2 * 3 + 1 + 2 * len(gallery) == text.count("<img")
+    assert len(images) == 3 * 4 + 1 + 2 * len(gallery) == text.count("<img")
+    for level in ("image", "crop", "cell"):
+        assert f'alt="{level} reliability diagram"' in text
+    assert "normal cells" not in text  # blasts among the cells: no all-normal statement
     assert "Worst images" in text and "omitted" not in text
 
 
@@ -122,8 +131,9 @@ def test_absent_sections_omitted(tmp_path) -> None:
     rows = [{"image": f"a{k}.jpg", "image_label": 1, "image_score": 0.7, "image_called": True}
             for k in range(3)]
     text = write_report(tmp_path, metrics_for(rows), rows).read_text(encoding="utf-8")
-    assert text.count("<img") == 2  # confusion matrix and histogram; no ROC with one class
+    assert text.count("<img") == 3  # confusion matrix, histogram, reliability; no ROC
     assert "One class only" in text and "Crop level (single cells): no labels" in text
+    assert "Cell level (every scored leukocyte): no labels" in text
     assert "Per-image Dice: no drawn masks" in text and "Worst images</h2>" not in text
     assert "Pixel:" not in text and "Instances @" not in text
     empty = write_report(tmp_path, {"metrics": {}}, []).read_text(encoding="utf-8")

@@ -1,6 +1,6 @@
 """``report.html``: one self-contained page (inline PNGs, no external CSS/JS/fonts)
-summing up an evaluation: headline figures, curves, confusion matrices, histograms
-and a gallery of the worst images (ground truth beside prediction)."""
+summing up an evaluation: headline figures, curves, confusion matrices, histograms,
+reliability diagrams and a gallery of the worst images (ground truth beside prediction)."""
 
 from __future__ import annotations
 
@@ -18,14 +18,15 @@ from scipy import ndimage
 
 from allseg import DISCLAIMER
 from allseg.data.record import NUCLEUS
-from allseg.evaluation.metrics import pr_curve, roc_auc, roc_curve
+from allseg.evaluation.metrics import calibration, pr_curve, roc_auc, roc_curve
 from allseg.io.atomic import encode_image, write_text_atomic
 
 #: Ground-truth contour colour (RGB): cyan, distinct from the prediction colours.
 TRUTH_RGB = (0, 220, 255)
 GALLERY_WIDTH = 480
 DPI = 90
-LEVELS = {"image": "Image level (ALL verdict)", "crop": "Crop level (single cells)"}
+LEVELS = {"image": "Image level (ALL verdict)", "crop": "Crop level (single cells)",
+          "cell": "Cell level (every scored leukocyte)"}
 CSS = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1180px;
 margin:1.5em auto;padding:0 1em;color:#222;line-height:1.4}h1{margin-bottom:.2em}
 h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -61,8 +62,12 @@ def _headline(m: dict[str, Any]) -> list[tuple[str, list[tuple[str, Any]]]]:
                                 ("F1", c.get("f1"))]))
     for level, label in LEVELS.items():
         if c := m.get(f"{level}_level"):
-            out.append((label, [(k.replace("roc_auc", "ROC AUC"), c.get(k)) for k in (
-                "sensitivity", "specificity", "accuracy", "roc_auc", "threshold", "n")]))
+            figs = [(k.replace("roc_auc", "ROC AUC"), c.get(k)) for k in (
+                "sensitivity", "specificity", "accuracy", "roc_auc", "threshold", "n")]
+            figs.append(("ECE", c.get("calibration", {}).get("ece")))
+            if "blast_call_rate" in c:
+                figs.append(("blast-call rate", c["blast_call_rate"]))
+            out.append((label, figs))
     return out
 
 
@@ -125,33 +130,87 @@ def _confusion(calls: np.ndarray, labels: np.ndarray) -> bytes:
     return _fig_png(fig)
 
 
-def _score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float) -> bytes:
+def _score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float,
+                     log: bool = False) -> bytes:
+    """``log``: a logarithmic count axis, so that a few high scores among thousands of low
+    ones (blast calls among normal cells) stay visible."""
     fig, (a,) = _figure()
     bins = np.linspace(0, 1, 21)
     a.hist(scores[~labels], bins, alpha=0.6, color="C2", label=f"negative ({(~labels).sum()})")
     a.hist(scores[labels], bins, alpha=0.6, color="C3", label=f"positive ({labels.sum()})")
     a.axvline(threshold, ls="--", color="black", lw=1, label=f"threshold {threshold:.2f}")
     a.set(xlabel="blast probability", ylabel="count", title="Scores by true class")
+    if log:
+        a.set_yscale("log")
     a.legend(fontsize=8)
     return _fig_png(fig)
 
 
-def _level_section(level: str, rows: list[dict], threshold: float) -> str:
-    label = LEVELS[level]
+def _reliability(scores: np.ndarray, labels: np.ndarray) -> bytes:
+    """Observed blast fraction against mean predicted probability per bin (on the diagonal
+    when probabilities mean what they say), with the bin counts underneath."""
+    import matplotlib.pyplot as plt
+
+    cal = calibration(scores, labels)
+    fig, (a, below) = plt.subplots(2, 1, figsize=(3.0, 3.6), sharex=True,
+                                   gridspec_kw={"height_ratios": (3, 1)})
+    filled = [b for b in cal["bins"] if b["count"]]
+    a.plot([0, 1], [0, 1], ":", color="grey", label="calibrated")
+    a.plot([b["mean_predicted"] for b in filled], [b["observed"] for b in filled], "o-",
+           color="C0", label="observed")
+    a.set(ylabel="observed blast fraction", xlim=(-0.02, 1.02), ylim=(-0.02, 1.02),
+          title=f"Reliability (ECE {_fmt(cal['ece'])})")
+    a.legend(fontsize=8)
+    counts = [b["count"] for b in cal["bins"]]
+    below.bar([b["lo"] for b in cal["bins"]], counts, width=1 / len(counts), align="edge",
+              color="C7", edgecolor="white")
+    for b in filled:
+        below.annotate(str(b["count"]), ((b["lo"] + b["hi"]) / 2, b["count"]), ha="center",
+                       va="bottom", fontsize=6)
+    below.set(xlabel="predicted blast probability", ylabel="count",
+              yscale="log" if filled else "linear")
+    return _fig_png(fig)
+
+
+def _level_data(level: str, rows: list[dict],
+                threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Scores, true labels and calls: one per image or crop, or, at the cell level, the
+    per-image cell lists pooled and called at ``threshold``."""
+    if level == "cell":
+        scored = [r for r in rows if r.get("cell_scores") is not None]
+        scores = np.array([v for r in scored for v in r["cell_scores"]], float)
+        labels = np.array([v for r in scored for v in r["cell_labels"]], bool)
+        return scores, labels, scores >= threshold
     scored = [r for r in rows if r.get(f"{level}_label") is not None
               and r.get(f"{level}_score") is not None]
-    if not scored:
-        return f'<p class="note">{html.escape(label)}: no labels, section omitted.</p>'
     scores = np.array([r[f"{level}_score"] for r in scored], float)
-    labels = np.array([r[f"{level}_label"] for r in scored], bool)
     calls = np.array([r.get(f"{level}_called", r[f"{level}_score"] >= threshold)
                       for r in scored], bool)
+    return scores, np.array([r[f"{level}_label"] for r in scored], bool), calls
+
+
+def _normal_note(calls: np.ndarray, threshold: float) -> str:
+    """The plain statement an all-normal set is for: how many normal cells were called blasts."""
+    return (f"<p><b>{int(calls.sum())} of {calls.size} normal cells "
+            f"({calls.mean():.2%}) were called blasts</b> (P(blast) &ge; {threshold:.2f}). "
+            "Every cell here is labelled normal, so each call is a false one.</p>")
+
+
+def _level_section(level: str, rows: list[dict], threshold: float) -> str:
+    label = LEVELS[level]
+    scores, labels, calls = _level_data(level, rows, threshold)
+    if not scores.size:
+        return f'<p class="note">{html.escape(label)}: no labels, section omitted.</p>'
+    note = _normal_note(calls, threshold) if level == "cell" and not labels.any() else ""
     parts = ['<p class="note">One class only: ROC and precision-recall omitted.</p>'
              if labels.all() or not labels.any() else
              _img(_curves(scores, labels, roc_auc(scores, labels)), f"{level} ROC and PR")]
     parts.append(_img(_confusion(calls, labels), f"{level} confusion matrix"))
-    parts.append(_img(_score_histogram(scores, labels, threshold), f"{level} score histogram"))
-    return f'<h2>{html.escape(label)}</h2><div class="plots">{"".join(parts)}</div>'
+    parts.append(_img(_score_histogram(scores, labels, threshold, log=level == "cell"),
+                      f"{level} score histogram"))
+    parts.append(_img(_reliability(scores, labels), f"{level} reliability diagram"))
+    return (f'<h2>{html.escape(label)}</h2>{note}'
+            f'<div class="plots">{"".join(parts)}</div>')
 
 
 def _dice_section(rows: list[dict]) -> str:
