@@ -60,7 +60,7 @@ def allidb1(tmp_path: Path) -> Path:
 
 
 def test_formats_and_detection(tmp_path: Path, allidb1: Path) -> None:
-    assert FORMATS == ("allidb1", "allidb2", "masks", "voc", "yolo")
+    assert FORMATS == ("allidb1", "allidb2", "masks", "voc", "yolo", "classes")
     assert detect_format(allidb1) == "allidb1"
     empty = tmp_path / "empty"
     empty.mkdir()

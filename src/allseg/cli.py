@@ -92,8 +92,15 @@ def train(
     override: Annotated[list[str] | None, typer.Option(
         "--set",
         help="Override any recipe key, e.g. --set segmenter.lr=0.001 (repeatable).")] = None,
+    learning_curve: Annotated[str | None, typer.Option(
+        help="Also train the classifier on these shares of its training patients/images, "
+        "e.g. 0.1,0.25,0.5, and write RUN/learning_curve.csv and .png (validation AUC "
+        "with a 95% CI against the number of labelled cells).")] = None,
 ) -> None:
-    """Train the segmenter and/or the blast classifier; writes RUN/model."""
+    """Train the segmenter and/or the blast classifier; writes RUN/model.
+
+    The classifier's validation AUC (95% bootstrap CI, patients resampled whole when a
+    recipe names them) is printed and kept in RUN/model/config.json."""
     from allseg.training.config import load_config
     from allseg.training.run import train as run_training
 
@@ -111,8 +118,34 @@ def train(
         cfg.data = [*cfg.data, *(DataSource(path=d) for d in data)]
     if not cfg.data:
         raise typer.BadParameter("no training data: give --data FOLDER or a --config with [[data]]")
-    model_dir = _or_exit(run_training, cfg, resume=resume, base_model=base_model)
+    shares = ()
+    if learning_curve is not None:
+        from allseg.training.learning_curve import parse_fractions
+
+        try:
+            shares = parse_fractions(learning_curve)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--learning-curve") from None
+    model_dir = _or_exit(run_training, cfg, resume=resume, base_model=base_model,
+                         learning_curve_shares=shares)
+    _print_classifier_figures(model_dir)
     out.print(f"model written to [bold]{model_dir}[/bold]")
+
+
+def _print_classifier_figures(model_dir: Path) -> None:
+    """The classifier's validation AUC and the learning curve's file, when trained."""
+    import json
+
+    from allseg.training.validation import describe
+
+    info = (json.loads((model_dir / "config.json").read_text())["meta"]["training"]
+            .get("classifier", {}))
+    if report := info.get("validation"):
+        out.print(describe(report))
+        for cell_type, figures in report.get("blast_vs_type", {}).items():
+            out.print("  " + describe(figures, f"blast vs {cell_type}: AUC"))
+    if info.get("learning_curve"):
+        out.print(f"learning curve: {model_dir.parent / 'learning_curve.csv'} and .png")
 
 
 @app.command()

@@ -35,6 +35,9 @@ class Record:
         um_per_px: physical pixel size when the dataset states it (or its red-cell
             boxes imply it).
         dataset: short name of the reader that produced it.
+        cell_type: the leukocyte type of a single-cell image when the dataset names it
+            (``lymphocyte``, ``neutrophil``...); the classifier's loss can weigh it.
+        group: the patient or slide the image comes from; training splits by it.
     """
 
     source: Path
@@ -50,6 +53,8 @@ class Record:
     weak: bool = False
     um_per_px: float | None = None
     dataset: str = ""
+    cell_type: str | None = None
+    group: str | None = None
     notes: list[str] = field(default_factory=list)
 
     @property

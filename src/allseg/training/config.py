@@ -8,11 +8,19 @@ recipe of the bundled model.
 from __future__ import annotations
 
 import fnmatch
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    ValidationError,
+    model_validator,
+)
 
 from allseg.errors import InputError
 
@@ -51,6 +59,16 @@ class DataSource(_Strict):
     cell_labels: bool = True
     #: Train the segmenter on this source's masks.
     masks: bool = True
+    #: A CSV of per-image labels (``file`` + ``class`` and/or ``patient``/``slide``
+    #: columns, see :mod:`allseg.data.labels_table`); a path relative to the dataset
+    #: folder or absolute.
+    labels_csv: str | None = None
+    #: Class codes of ``labels_csv`` to names, e.g. ``{ 2 = "lymphocyte" }``.
+    class_names: dict[str, str] | None = None
+    #: A regular expression on the file stem whose first group (or whole match) names the
+    #: patient or slide, e.g. ``"^(P\\d+)_"``; images of one patient stay on one side of
+    #: the train/validation split.
+    group_pattern: str | None = None
 
     @model_validator(mode="after")
     def _one_kind(self) -> DataSource:
@@ -58,7 +76,25 @@ class DataSource(_Strict):
             raise ValueError("each [[data]] entry needs exactly one of 'path' or 'synth'")
         if self.hold_out is not None and not 0 <= self.hold_out[1] < self.hold_out[0]:
             raise ValueError(f"hold_out {list(self.hold_out)} must be [k, i] with 0 <= i < k")
+        if self.group_pattern is not None:
+            try:
+                re.compile(self.group_pattern)
+            except re.error as exc:
+                raise ValueError(f"group_pattern {self.group_pattern!r}: {exc}") from exc
         return self
+
+    def group_of(self, stem: str) -> str | None:
+        """The patient or slide ``group_pattern`` finds in a file stem, or None.
+
+        >>> DataSource(path="x", group_pattern=r"^(P\\d+)_").group_of("P12_cell3")
+        'P12'
+        """
+        if self.group_pattern is None:
+            return None
+        match = re.search(self.group_pattern, stem)
+        if match is None:
+            return None
+        return match.group(1) if match.groups() else match.group(0)
 
     def excludes(self, stem: str) -> bool:
         """Whether ``exclude`` names this file stem or a pattern it matches.
@@ -93,6 +129,9 @@ class ClassifierConfig(StageConfig):
     arch: str = "cnn_classifier"
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
+    #: Loss weight of normal cells by type (``{ lymphocyte = 3.0 }``: the blast's
+    #: look-alike counts three times); types the data does not name weigh 1.
+    type_weights: dict[str, PositiveFloat] = {}
 
 
 class TrainConfig(_Strict):

@@ -67,11 +67,17 @@ class SegImageDataset(Dataset):
 
 
 class CellCropDataset(Dataset):
-    """Cell crops with blast labels; augmented for training only."""
+    """Cell crops with blast labels and loss weights; augmented for training only.
 
-    def __init__(self, samples: list[CellSample], augment: bool, seed: int = 0) -> None:
+    ``type_weights`` weighs normal cells by their type (lymphocytes, the blast's look-alike,
+    up); a cell whose type is not listed or not known weighs 1.
+    """
+
+    def __init__(self, samples: list[CellSample], augment: bool, seed: int = 0,
+                 type_weights: dict[str, float] | None = None) -> None:
         self.samples = samples
         self.augment = classification_augment(seed) if augment else None
+        self.type_weights = type_weights or {}
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -79,4 +85,6 @@ class CellCropDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s = self.samples[index]
         crop = self.augment(image=s.crop)["image"] if self.augment else s.crop
-        return {"image": _to_chw(crop), "label": torch.tensor(float(s.label))}
+        weight = self.type_weights.get(s.cell_type, 1.0) if s.cell_type else 1.0
+        return {"image": _to_chw(crop), "label": torch.tensor(float(s.label)),
+                "weight": torch.tensor(float(weight))}

@@ -114,7 +114,7 @@ class SegmenterModule(_StageModule):
 
 
 class ClassifierModule(_StageModule):
-    """Binary cross-entropy on P(blast); validation AUROC and accuracy."""
+    """Binary cross-entropy on P(blast), weighted per cell; validation AUROC and accuracy."""
 
     def __init__(self, model: AllsegModel, stage: StageConfig) -> None:
         super().__init__(model, stage)
@@ -124,7 +124,9 @@ class ClassifierModule(_StageModule):
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         logit = self(batch["image"])[:, 0]
-        loss = F.binary_cross_entropy_with_logits(logit, batch["label"])
+        weight = batch["weight"]
+        loss = (F.binary_cross_entropy_with_logits(logit, batch["label"], weight=weight,
+                                                   reduction="sum") / weight.sum())
         self.log("train_loss", loss, prog_bar=True, batch_size=len(logit))
         return loss
 

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,12 +20,14 @@ from rich.progress import track
 from torch.utils.data import DataLoader
 
 from allseg import __version__
+from allseg.data.labels_table import ImageLabels, apply_labels, read_labels_table, stem_key
 from allseg.data.readers import open_dataset
 from allseg.errors import AllsegError, InputError
 from allseg.inference.models import resolve_model_dir
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
 from allseg.training.config import DataSource, TrainConfig
 from allseg.training.datasets import CellCropDataset, SegImageDataset, SegPatchDataset
+from allseg.training.learning_curve import curve_row, learning_curve, write_curve
 from allseg.training.modules import ClassifierModule, SegmenterModule
 from allseg.training.samples import (
     cell_samples,
@@ -34,6 +37,7 @@ from allseg.training.samples import (
     split_names,
 )
 from allseg.training.threshold import real_normal_threshold
+from allseg.training.validation import classifier_report
 
 #: Default decision thresholds written into every model folder.
 DEFAULT_THRESHOLDS = {"blast_probability": 0.5, "centre": 0.5, "min_cell_area_um2": 15.0}
@@ -62,6 +66,18 @@ def source_folder(source: DataSource, run_dir: Path) -> Path:
     return folder
 
 
+def table_path(source: DataSource, folder: Path) -> Path:
+    """``labels_csv`` as given when absolute, else relative to the dataset folder."""
+    path = Path(source.labels_csv)
+    return path if path.is_absolute() else folder / path
+
+
+def _labels_table(source: DataSource, folder: Path) -> dict[str, ImageLabels] | None:
+    if source.labels_csv is None:
+        return None
+    return read_labels_table(table_path(source, folder), source.class_names)
+
+
 def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
     """Read every source once, resample to canonical scale and split by image."""
     per_stage: dict[str, list[tuple[str, object, int]]] = {"segmenter": [], "classifier": []}
@@ -72,7 +88,9 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
             continue
         folder = source_folder(source, run_dir)
         dataset = open_dataset(folder, format=source.format, split=source.split)
+        table = _labels_table(source, folder)
         unsure: list[str] = []
+        unlisted: list[str] = []
         for i, path in enumerate(track(dataset.items, description=f"reading {folder.name}")):
             if source.excludes(path.stem) or source.held_out(i):
                 continue
@@ -83,7 +101,13 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                     raise
                 dataset.warn(f"skipped: {exc}")
                 continue
-            key = source_key(folder, record.name)
+            if table is not None:
+                if (labels := table.get(stem_key(record.name))) is None:
+                    unlisted.append(record.name)
+                else:
+                    apply_labels(record, labels)
+            record.group = source.group_of(record.name) or record.group
+            key = source_key(folder, record.group or record.name)
             scale, trusted = record_scale(record, source.um_per_px)
             if not trusted:
                 unsure.append(record.name)
@@ -93,8 +117,12 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                     per_stage["segmenter"].append((key, sample, source.repeat))
             if source.cell_labels and "classifier" in cfg.stages():
                 for crop in cell_samples(record, scale, cfg.crop_size, cfg.crop_um,
-                                         real=source.path is not None):
+                                         real=source.path is not None, group=key):
                     per_stage["classifier"].append((key, crop, source.repeat))
+        if unlisted:
+            warnings.warn(f"{table_path(source, folder)}: {len(unlisted)} image(s) of {folder} "
+                          f"are not in the labels table (e.g. {unlisted[0]}); their own "
+                          "labels are kept", stacklevel=2)
         if unsure:  # once per source, not once per image
             warnings.warn(f"{folder}: the pixel size of {len(unsure)} image(s) (e.g. "
                           f"{unsure[0]}) was estimated with low confidence; set um_per_px "
@@ -122,7 +150,8 @@ def _loaders(stage: str, cfg: TrainConfig, data: StageData) -> tuple[DataLoader,
         val_ds = SegImageDataset(data.val) if data.val else None
         val_bs = 1
     else:
-        train_ds = CellCropDataset(data.train, augment=True, seed=cfg.seed)
+        train_ds = CellCropDataset(data.train, augment=True, seed=cfg.seed,
+                                   type_weights=st.type_weights)
         val_ds = CellCropDataset(data.val, augment=False) if data.val else None
         val_bs = st.batch_size
     train = DataLoader(train_ds, batch_size=st.batch_size, shuffle=stage == "classifier",
@@ -240,8 +269,39 @@ def _check_same_geometry(cfg: TrainConfig, base_meta: dict, base_dir: Path) -> N
                              f"{getattr(cfg, key)}; set {key} = {base_meta[key]} in the recipe")
 
 
-def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None = None) -> Path:
-    """Train the configured stages and write ``<out>/model`` (config.json + safetensors)."""
+def _classifier_figures(cfg: TrainConfig, data: StageData, run_dir: Path, resume: bool,
+                        curve: Sequence[float]) -> tuple[torch.nn.Module, dict]:
+    """Fit the classifier (after the learning curve's smaller shares, when asked for) and
+    add its validation AUC and per-type AUCs to the summary."""
+    rows = []
+    if curve:
+        def fit_share(subset: list, folder: Path) -> torch.nn.Module:
+            return fit_stage("classifier", cfg, StageData(subset, data.val), folder, False)[0]
+
+        rows = learning_curve(fit_share, data.train, data.val, [f for f in curve if f < 1],
+                              run_dir, cfg.seed)
+    model, summary = fit_stage("classifier", cfg, data, run_dir, resume)
+    report = classifier_report(model, data.val)
+    if report is not None:
+        summary["validation"] = report
+    if curve:
+        rows.append(curve_row(1.0, data.train, len({s.group for s in data.train}), data.val,
+                              report))
+        write_curve(run_dir, rows)
+        summary["learning_curve"] = rows
+    return model, summary
+
+
+def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None = None,
+          learning_curve_shares: Sequence[float] = ()) -> Path:
+    """Train the configured stages and write ``<out>/model`` (config.json + safetensors).
+
+    ``learning_curve_shares`` (e.g. ``[0.1, 0.25, 0.5]``) first trains the classifier on
+    those shares of its training patients/images (see :mod:`allseg.training.learning_curve`).
+    """
+    if learning_curve_shares and "classifier" not in cfg.stages():
+        raise AllsegError("a learning curve is drawn for the classifier: train --stage "
+                          "classifier or both")
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "model"
@@ -267,7 +327,11 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
         data = collect_samples(cfg.model_copy(update={"stage": "both"}) if len(todo) == 2
                                else cfg.model_copy(update={"stage": todo[0]}), run_dir)
         for stage in todo:
-            model, summary = fit_stage(stage, cfg, data[stage], run_dir, resume)
+            if stage == "classifier":
+                model, summary = _classifier_figures(cfg, data[stage], run_dir, resume,
+                                                     learning_curve_shares)
+            else:
+                model, summary = fit_stage(stage, cfg, data[stage], run_dir, resume)
             models[stage] = model
             if stage == "classifier" and (chosen := real_normal_threshold(model, data[stage].val)):
                 meta["thresholds"]["blast_probability"] = chosen["threshold"]

@@ -38,6 +38,8 @@ class CellSample:
     crop: np.ndarray  # (S, S, 3) uint8
     label: int  # 1 blast, 0 other leukocyte
     real: bool = False  # from a photo on disk, not from the synthetic generator
+    cell_type: str | None = None  # the normal type when the dataset names it
+    group: str = ""  # the split key: patient or slide, else the image
 
 
 def parts_to_classes(parts: np.ndarray) -> np.ndarray:
@@ -117,8 +119,9 @@ def _cell_centres(record: Record) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: float,
-                 real: bool = False) -> list[CellSample]:
-    """Crops of a fixed physical field of view around every labelled cell of a record."""
+                 real: bool = False, group: str = "") -> list[CellSample]:
+    """Crops of a fixed physical field of view around every labelled cell of a record
+    (a record's ``cell_type`` names its normal cells: single-cell images)."""
     centres, labels = _cell_centres(record)
     if len(centres) == 0:
         return []
@@ -126,7 +129,8 @@ def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: floa
     # cell_crops shows ``context * diameter`` pixels; context 1 makes the side exact.
     crops = cell_crops(record.image, centres, np.full(len(centres), side_px), out_size=crop_size,
                        context=1.0)
-    return [CellSample(f"{record.name}#{i}", crop, int(lab), real)
+    return [CellSample(f"{record.name}#{i}", crop, int(lab), real,
+                       None if lab else record.cell_type, group or record.name)
             for i, (crop, lab) in enumerate(zip(crops, labels, strict=True))]
 
 

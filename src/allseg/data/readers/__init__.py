@@ -7,17 +7,18 @@ from pathlib import Path
 from allseg.data.readers.allidb1 import AllIdb1
 from allseg.data.readers.allidb2 import AllIdb2
 from allseg.data.readers.base import Dataset
+from allseg.data.readers.classfolders import ClassFolders
 from allseg.data.readers.maskfolder import MaskFolder
 from allseg.data.readers.voc import Voc
 from allseg.data.readers.yolo import Yolo
 from allseg.errors import InputError
 
 READERS: dict[str, type[Dataset]] = {
-    cls.format: cls for cls in (AllIdb1, AllIdb2, MaskFolder, Voc, Yolo)
+    cls.format: cls for cls in (AllIdb1, AllIdb2, MaskFolder, Voc, Yolo, ClassFolders)
 }
 FORMATS = tuple(READERS)
 #: Most specific layouts first: a VOC or YOLO root must not be taken for a mask folder.
-DETECTION_ORDER = ("allidb1", "voc", "yolo", "masks", "allidb2")
+DETECTION_ORDER = ("allidb1", "voc", "yolo", "masks", "allidb2", "classes")
 
 
 def detect_format(root: str | Path) -> str:

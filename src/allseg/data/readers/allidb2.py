@@ -56,26 +56,26 @@ class AllIdb2(Dataset):
             if record.instances is None:
                 record.instances = (record.parts > 0).astype(np.int32)
         elif self.weak_labels:
-            self._add_weak_parts(record, cell)
+            add_weak_crop_parts(record, cell)
         if record.instances is not None:
             record.cell_labels = {1: BLAST if label else LEUKOCYTE}
         if "cells" in item.labels:
             _, record.um_per_px = read_cells_json(item.labels["cells"])
         return record
 
-    @staticmethod
-    def _add_weak_parts(record: Record, cell: np.ndarray | None) -> None:
-        """Nucleus by colour inside the expert mask, or the stain-found cell nearest the centre."""
-        if cell is None:
-            _, instances = leukocyte_masks_from_stain(record.image)
-            h, w = record.shape
-            centre = instances[h // 2, w // 2]
-            if centre == 0 and instances.any():
-                yy, xx = np.nonzero(instances)
-                nearest = np.argmin((yy - h / 2) ** 2 + (xx - w / 2) ** 2)
-                centre = instances[yy[nearest], xx[nearest]]
-            cell = (instances == centre) & (centre > 0)
-            record.instances = cell.astype(np.int32)
-        parts = np.where(cell, CYTOPLASM, 0).astype(np.uint8)
-        parts[nucleus_mask(record.image, within=cell)] = NUCLEUS
-        record.parts, record.weak = parts, True
+
+def add_weak_crop_parts(record: Record, cell: np.ndarray | None) -> None:
+    """Nucleus by colour inside the expert mask, or the stain-found cell nearest the centre."""
+    if cell is None:
+        _, instances = leukocyte_masks_from_stain(record.image)
+        h, w = record.shape
+        centre = instances[h // 2, w // 2]
+        if centre == 0 and instances.any():
+            yy, xx = np.nonzero(instances)
+            nearest = np.argmin((yy - h / 2) ** 2 + (xx - w / 2) ** 2)
+            centre = instances[yy[nearest], xx[nearest]]
+        cell = (instances == centre) & (centre > 0)
+        record.instances = cell.astype(np.int32)
+    parts = np.where(cell, CYTOPLASM, 0).astype(np.uint8)
+    parts[nucleus_mask(record.image, within=cell)] = NUCLEUS
+    record.parts, record.weak = parts, True

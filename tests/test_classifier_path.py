@@ -1,0 +1,135 @@
+"""The user's path to a classifier: labelled crops in class folders or with a CSV, a split by
+patient, per-type loss weights, the validation AUC with its interval and a learning curve.
+
+Synthetic ALL-IDB2 crops stand in for a user's labelled cells: ``Im..._1`` become ``blast/``,
+``Im..._0`` become ``lymphocyte/``, four "patients" named in the file names.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from allseg.cli import app
+from allseg.data.labels_table import read_labels_table, stem_key
+from allseg.data.readers import detect_format, open_dataset
+from allseg.errors import InputError
+from allseg.synth import write_dataset
+from allseg.training.config import load_config
+from allseg.training.datasets import CellCropDataset
+from allseg.training.run import collect_samples, train
+
+TINY = ["classifier.kwargs={ width = 4 }", "classifier.epochs=1", "classifier.steps_per_epoch=2",
+        "classifier.batch_size=4", "crop_size=32", "val_fraction=0.5", "stage=classifier"]
+
+
+@pytest.fixture(scope="module")
+def class_folders(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("cells")
+    crops = write_dataset("allidb2", tmp / "synth", n=24, seed=11)
+    root = tmp / "classes"
+    for i, path in enumerate(crops):
+        folder = root / ("blast" if path.stem.endswith("_1") else "lymphocyte")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / f"P{i % 4}_{path.name}")
+    return root
+
+
+def recipe(tmp_path: Path, source: str, *extra: str):
+    path = tmp_path / "recipe.toml"
+    path.write_text(f'out = "{tmp_path / "run"}"\n[[data]]\n{source}\n', encoding="utf-8")
+    return load_config(path, [*TINY, *extra])
+
+
+def test_class_folders_are_detected_and_labelled(class_folders: Path) -> None:
+    assert detect_format(class_folders) == "classes"
+    dataset = open_dataset(class_folders)
+    records = list(dataset.iter_records())
+    assert len(records) == 24
+    blasts = [r for r in records if r.crop_label == 1]
+    assert len(blasts) == 12 and all(r.cell_type is None for r in blasts)
+    assert {r.cell_type for r in records if r.crop_label == 0} == {"lymphocyte"}
+
+
+def test_split_keeps_each_patient_on_one_side(class_folders: Path, tmp_path: Path) -> None:
+    cfg = recipe(tmp_path, f'path = "{class_folders}"\ngroup_pattern = "^(P\\\\d+)_"\n'
+                 'um_per_px = 0.1\nmasks = false')
+    data = collect_samples(cfg, tmp_path)["classifier"]
+    train_groups, val_groups = ({s.group for s in data.train}, {s.group for s in data.val})
+    assert len(train_groups | val_groups) == 4 and not train_groups & val_groups
+    without = collect_samples(recipe(tmp_path, f'path = "{class_folders}"\num_per_px = 0.1'),
+                              tmp_path)["classifier"]
+    assert len({s.group for s in without.train} | {s.group for s in without.val}) == 24
+
+
+def test_labels_table_sets_classes_and_patients(class_folders: Path, tmp_path: Path) -> None:
+    table = tmp_path / "labels.csv"
+    with table.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["File", "Class", "Patient"])
+        for i, path in enumerate(sorted(class_folders.rglob("*.tif"))):
+            writer.writerow([path.name, "1" if path.parent.name == "blast" else "2",
+                             f"donor{i % 3}"])
+    names = {"1": "blast", "2": "monocyte"}
+    labels = read_labels_table(table, names)
+    assert len(labels) == 24 and {v.cell_type for v in labels.values()} == {"blast", "monocyte"}
+    cfg = recipe(tmp_path, f'path = "{class_folders}"\num_per_px = 0.1\nmasks = false\n'
+                 f'labels_csv = "{table}"\nclass_names = {{ 1 = "blast", 2 = "monocyte" }}')
+    data = collect_samples(cfg, tmp_path)["classifier"]
+    samples = data.train + data.val
+    assert {s.cell_type for s in samples if s.label == 0} == {"monocyte"}
+    assert len({s.group for s in samples}) == 3
+    with pytest.raises(InputError, match=r"labels.csv:2: class '1' is not in class_names"):
+        read_labels_table(table, {"2": "monocyte"})
+    assert stem_key("P0_Im001_1.tif") == stem_key("p0_im001_1")
+
+
+def test_type_weights_reach_the_loss(class_folders: Path, tmp_path: Path) -> None:
+    cfg = recipe(tmp_path, f'path = "{class_folders}"\num_per_px = 0.1\nmasks = false',
+                 "classifier.type_weights={ lymphocyte = 3.0 }")
+    samples = collect_samples(cfg, tmp_path)["classifier"].train
+    items = CellCropDataset(samples, augment=False,
+                            type_weights=cfg.classifier.type_weights)
+    weights = {(s.label, float(items[i]["weight"])) for i, s in enumerate(samples)}
+    assert weights == {(1, 1.0), (0, 3.0)}
+    with pytest.raises(InputError, match="type_weights"):
+        recipe(tmp_path, 'path = "x"', "classifier.type_weights={ lymphocyte = -1 }")
+
+
+def test_learning_curve_and_validation_auc(class_folders: Path, tmp_path: Path) -> None:
+    cfg = recipe(tmp_path, f'path = "{class_folders}"\num_per_px = 0.1\nmasks = false\n'
+                 'group_pattern = "^(P\\\\d+)_"', "val_fraction=0.25")
+    model_dir = train(cfg, learning_curve_shares=[0.5, 1.0])
+    info = json.loads((model_dir / "config.json").read_text())["meta"]["training"]["classifier"]
+    report = info["validation"]
+    assert report["groups"] == 1 and report["cells"] == 6
+    assert set(report["blast_vs_type"]) == {"lymphocyte"}
+    rows = list(csv.DictReader((tmp_path / "run" / "learning_curve.csv").open()))
+    assert [float(r["fraction"]) for r in rows] == [0.5, 1.0]
+    assert [int(r["train_groups"]) for r in rows] == [2, 3]
+    assert int(rows[0]["train_cells"]) < int(rows[1]["train_cells"]) == 18
+    if report["auc"] is not None:
+        assert 0 <= report["auc"] <= 1 and report["auc_ci95"] is not None
+    assert (tmp_path / "run" / "learning_curve.png").stat().st_size > 1000
+
+
+def test_cli_learning_curve_option(class_folders: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    bad = runner.invoke(app, ["train", "--data", str(class_folders), "--learning-curve", "0,2"])
+    flat = " ".join(bad.output.replace("│", " ").split())
+    assert bad.exit_code == 2 and "every share must be in (0, 1]" in flat
+    result = runner.invoke(app, ["train", "--data", str(class_folders), "--out",
+                                 str(tmp_path / "cli"), "--stage", "classifier",
+                                 "--learning-curve", "0.5",
+                                 *sum((["--set", o] for o in TINY[:-1]), [])])
+    assert result.exit_code == 0, result.output
+    squeezed = "".join(result.output.split())  # rich wraps long lines anywhere
+    assert "validationAUC" in squeezed and "learning_curve.csvand.png" in squeezed
+    assert np.isfinite(json.loads((tmp_path / "cli" / "model" / "config.json").read_text())
+                       ["meta"]["thresholds"]["blast_probability"])
