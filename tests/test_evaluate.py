@@ -413,3 +413,12 @@ def test_select_folds_partition_like_the_trainer() -> None:
 def test_select_rejects_bad_splits(split: str) -> None:
     with pytest.raises(ValueError):
         select(["a"], split)
+
+
+def test_weak_box_masks_are_not_blast_labels(voc: Path) -> None:
+    """A box dataset says where leukocytes are, not that none is a blast: no blast-point
+    figures come from its weak masks (BCCD once showed a meaningless blast F1 of 1.0)."""
+    dataset = open_dataset(voc, "voc", split="test")
+    summary = evaluate_dataset(RedCellTakenForALeukocyte(dataset, flip={}), dataset,
+                               progress=False).summary()
+    assert "leukocyte_boxes" in summary and "blast_points" not in summary
