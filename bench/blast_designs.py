@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
 
 from allseg.data.readers import open_dataset
 from allseg.evaluation.metrics import match_points, roc_auc
@@ -38,6 +37,7 @@ from allseg.evaluation.splits import select
 from allseg.inference.predictor import Predictor
 from allseg.io.atomic import write_json_atomic
 from allseg.io.images import read_image
+from allseg.models.blast_head import FEATURES, BlastHead
 from allseg.synth import write_dataset
 from allseg.training.threshold import threshold_for
 
@@ -52,8 +52,6 @@ REAL = {  # name -> (folder, format, reader split, name split), as bench/blast_t
 SYNTH_TRAIN = {"synth-crops": ("allidb2", 300, 5000), "synth-fields": ("allidb1", 20, 5100)}
 SYNTH_TEST = ("allidb1", 20, 777)
 MATCH_UM = 6.0
-FEATURES = ("area_um2", "nc_ratio", "circularity", "chromatin_texture", "nucleolus_count",
-            "diameter_um")
 COLUMNS = ("source", "image", "cell", "x", "y", "um_per_px", "label", "lymphocyte", "p_cnn",
            *FEATURES)
 LABEL = re.compile(r"_([01])$")
@@ -166,78 +164,33 @@ def build_table(cache: Path, test_folder: Path, refresh: bool) -> tuple[list[dic
 
 # ---------------------------------------------------------------- the designs
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None = None,
-                 l2: float = 1.0) -> np.ndarray:
-    """L2-regularised logistic regression by L-BFGS; returns ``[bias, w_1 .. w_d]``.
-
-    Minimises ``sum_i weight_i * logloss(y_i, bias + x_i . w) + l2 / 2 * |w|^2`` (the bias is
-    not penalised). ``x`` should be standardised so that one ``l2`` suits every feature;
-    ``weight`` defaults to 1 per row.
-
-    >>> x = np.array([[-2.0], [-1.0], [1.0], [2.0]])
-    >>> coef = fit_logistic(x, np.array([0, 0, 1, 1]), l2=0.1)
-    >>> bool(coef[1] > 1 and abs(coef[0]) < 1e-6)
-    True
-    """
-    xb = np.hstack([np.ones((len(x), 1)), x])
-    w = np.ones(len(x)) if weight is None else np.asarray(weight, float)
-    y = np.asarray(y, float)
-    mask = np.r_[0.0, np.ones(x.shape[1])]
-
-    def loss(beta: np.ndarray) -> tuple[float, np.ndarray]:
-        z = xb @ beta
-        nll = w @ (np.logaddexp(0, z) - y * z)
-        grad = xb.T @ (w * (1 / (1 + np.exp(-z)) - y))
-        return nll + l2 / 2 * (mask * beta) @ beta, grad + l2 * mask * beta
-
-    return minimize(loss, np.zeros(xb.shape[1]), jac=True, method="L-BFGS-B").x
-
-
-def design_matrix(rows: list[dict], with_cnn: bool) -> np.ndarray:
-    """Raw features (log area; NaN where a cell had none) and optionally the CNN's logit."""
-    def value(row: dict, key: str) -> float:
-        v = row[key]
-        return float("nan") if v in (None, "", "None") else float(v)
-
-    x = np.array([[value(r, f) for f in FEATURES] for r in rows]).reshape(-1, len(FEATURES))
-    x[:, 0] = np.log(np.maximum(x[:, 0], 1e-3))
-    if with_cnn:
-        p = np.clip(np.array([float(r["p_cnn"]) for r in rows]), 1e-6, 1 - 1e-6)
-        x = np.hstack([x, np.log(p / (1 - p))[:, None]])
-    return x
+def _cell(row: dict) -> dict:
+    """A cached row's features as the predictor gives them (None where not measured)."""
+    return {f: None if row[f] in (None, "", "None") else float(row[f]) for f in FEATURES}
 
 
 class Design:
-    """One design, fit on ``train`` rows; ``score`` gives P(blast)."""
+    """One design, fit on ``train`` rows; ``score`` gives P(blast). MORPHOMETRY and
+    COMBINED are :class:`allseg.models.blast_head.BlastHead` without and with the CNN."""
 
     def __init__(self, name: str, train: list[dict], l2: float = 1.0):
         self.name = name
-        self.learned = name != "cnn"
-        if not self.learned:
-            return
-        x = design_matrix(train, name == "combined")
-        y = np.array([int(r["label"]) for r in train])
-        self.median = np.nanmedian(x, axis=0)
-        x = np.where(np.isnan(x), self.median, x)
-        self.mean, self.std = x.mean(0), x.std(0) + 1e-9
-        # Classes weighted equally, so the many normal cells do not swamp the blasts.
-        n_pos, n_neg = max(1, y.sum()), max(1, (1 - y).sum())
-        weight = np.where(y == 1, len(y) / (2 * n_pos), len(y) / (2 * n_neg))
-        self.coef = fit_logistic((x - self.mean) / self.std, y, weight, l2)
+        self.head = None
+        if name != "cnn":
+            self.head = BlastHead.fit([_cell(r) for r in train],
+                                      [int(r["label"]) for r in train], self._cnn(train),
+                                      l2=l2)
+
+    def _cnn(self, rows: list[dict]) -> np.ndarray | None:
+        return np.array([float(r["p_cnn"]) for r in rows]) if self.name != "morphometry" else None
 
     def score(self, rows: list[dict]) -> np.ndarray:
-        if not self.learned:
+        if self.head is None:
             return np.array([float(r["p_cnn"]) for r in rows])
-        x = design_matrix(rows, self.name == "combined")
-        x = (np.where(np.isnan(x), self.median, x) - self.mean) / self.std
-        return 1 / (1 + np.exp(-(self.coef[0] + x @ self.coef[1:])))
+        return self.head.probabilities([_cell(r) for r in rows], self._cnn(rows))
 
     def coefficients(self) -> dict | None:
-        if not self.learned:
-            return None
-        names = ["log_area_um2", *FEATURES[1:]] + (["cnn_logit"] if self.name == "combined" else [])
-        return {"bias": float(self.coef[0]),
-                **{n: float(c) for n, c in zip(names, self.coef[1:], strict=True)}}
+        return None if self.head is None else self.head.weights()
 
 
 # ---------------------------------------------------------------- figures

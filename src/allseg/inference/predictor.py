@@ -22,6 +22,7 @@ from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, 
 from allseg.inference.tiling import flip_tta, predict_tiled
 from allseg.io.images import read_image
 from allseg.models import load_model_folder
+from allseg.models.blast_head import BlastHead
 from allseg.outputs.schema import CellResult, ImageResult
 from allseg.postprocess.crops import cell_crops
 from allseg.postprocess.features import cell_features
@@ -68,6 +69,8 @@ class Predictor:
         self.multiple = int(getattr(models["segmenter"], "size_multiple", 32))
         self.tile, self.overlap, self.batch_size, self.tta = tile, overlap, batch_size, tta
         self.thresholds = dict(self.meta["thresholds"])
+        head = self.meta.get("blast_head")
+        self.blast_head = None if head is None else BlastHead.from_json(head)
         self.model_info = {"name": self.meta.get("name", self.model_dir.name),
                            "path": str(self.model_dir),
                            "allseg_version": self.meta.get("allseg_version"), "tta": tta,
@@ -109,6 +112,8 @@ class Predictor:
         cells = cell_features(image, parts, instances, scale)
         lap("postprocess")
         probs = self._classify(image, cells, scale)
+        if self.blast_head is not None:  # the CNN weighed with the cell's morphometry
+            probs = self.blast_head.probabilities(cells, probs)
         lap("classifier")
         threshold = float(self.thresholds["blast_probability"])
         results = [CellResult.from_features(c, p, threshold)

@@ -132,6 +132,9 @@ class ClassifierConfig(StageConfig):
     #: Loss weight of normal cells by type (``{ lymphocyte = 3.0 }``: the blast's
     #: look-alike counts three times); types the data does not name weigh 1.
     type_weights: dict[str, PositiveFloat] = {}
+    #: Weigh the CNN with the cell's morphometry in a logistic regression fitted on the
+    #: validation cells (:mod:`allseg.models.blast_head`); needs a segmenter in the model.
+    blast_head: bool = True
 
 
 class TrainConfig(_Strict):

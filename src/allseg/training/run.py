@@ -25,6 +25,7 @@ from allseg.data.readers import open_dataset
 from allseg.errors import AllsegError, InputError
 from allseg.inference.models import resolve_model_dir
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
+from allseg.training.blast_head import fit_blast_head
 from allseg.training.config import DataSource, TrainConfig
 from allseg.training.datasets import CellCropDataset, SegImageDataset, SegPatchDataset
 from allseg.training.learning_curve import curve_row, learning_curve, write_curve
@@ -333,11 +334,30 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
             else:
                 model, summary = fit_stage(stage, cfg, data[stage], run_dir, resume)
             models[stage] = model
-            if stage == "classifier" and (chosen := real_normal_threshold(model, data[stage].val)):
-                meta["thresholds"]["blast_probability"] = chosen["threshold"]
-                summary["threshold"] = chosen
+            if stage == "classifier":  # a base model's head and threshold were for its CNN
+                meta.pop("blast_head", None)
+                meta["thresholds"]["blast_probability"] = DEFAULT_THRESHOLDS["blast_probability"]
+                if chosen := real_normal_threshold(model, data[stage].val):
+                    meta["thresholds"]["blast_probability"] = chosen["threshold"]
+                    summary["threshold"] = chosen
             is_zero = summary.pop("global_zero")
             meta["training"][stage] = {**summary, "data": _describe_sources(cfg)}
             if is_zero:  # one writer under DDP; the others hold identical weights
                 save_model_folder(model_dir, models, meta)
+                if stage == "classifier" and cfg.classifier.blast_head and "segmenter" in models:
+                    _add_blast_head(cfg, data[stage].val, model_dir, models, meta)
     return model_dir
+
+
+def _add_blast_head(cfg: TrainConfig, val: list, model_dir: Path, models: dict,
+                    meta: dict) -> None:
+    """Fit the blast head on the validation cells the saved folder measures; keep it (and
+    its threshold) in the folder when there were enough cells."""
+    head, summary = fit_blast_head(model_dir, val, cfg.crop_um, cfg.classifier.type_weights,
+                                   cfg.seed)
+    meta["training"]["classifier"]["blast_head"] = summary
+    if head is not None:
+        meta["blast_head"] = head.to_json()
+        if "threshold" in summary:
+            meta["thresholds"]["blast_probability"] = summary["threshold"]["threshold"]
+    save_model_folder(model_dir, models, meta)
