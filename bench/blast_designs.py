@@ -1,6 +1,6 @@
 """Three blast designs compared on real normal leukocytes and synthetic fields.
 
-CNN: the bundled classifier's P(blast) as it is. MORPHOMETRY: an L2-regularised logistic
+CNN: the bundled classifier's own P(blast) (its blast head switched off). MORPHOMETRY: an L2-regularised logistic
 regression on the per-cell features allseg already measures (log area in µm², N:C, nucleus
 circularity, chromatin texture, nucleoli, diameter in µm). COMBINED: the same features plus
 the CNN's logit. Every number comes from the Predictor as a user runs it (scale estimated).
@@ -141,6 +141,7 @@ def build_table(cache: Path, test_folder: Path, refresh: bool) -> tuple[list[dic
             rows = list(csv.DictReader(f))
         return rows, json.loads(images_json.read_text())
     predictor = Predictor(model="default", backend="onnx")
+    predictor.blast_head = None  # the designs are compared from the CNN's own P(blast)
     rows, images = real_cells(predictor)
     for source, (layout, n, seed) in SYNTH_TRAIN.items():
         folder = cache / f"{layout}-seed{seed}"

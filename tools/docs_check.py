@@ -57,6 +57,10 @@ def prepare(sandbox: Path) -> dict[str, str]:
     _name_like_the_held_out_set(sandbox / "ALL_IDB1")
     synth("allidb2", 16, sandbox / "ALL_IDB2")
     synth("masks", 4, sandbox / "DATASET_DIR")
+    for i, crop in enumerate(sorted((sandbox / "ALL_IDB2").glob("*.tif"))):  # class folders
+        folder = sandbox / "my_cells" / ("blast" if crop.stem.endswith("_1") else "lymphocyte")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(crop, folder / f"P{i % 4:02d}_{crop.name}")
     images = sandbox / "my_images"
     images.mkdir()
     for path in sorted((sandbox / "ALL_IDB1" / "im").glob("*"))[:2]:
