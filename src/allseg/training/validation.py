@@ -12,6 +12,10 @@ from allseg.training.samples import CellSample
 from allseg.training.threshold import blast_probabilities
 
 
+#: Fewer validation patients (or images) than this make the bootstrap interval meaningless.
+FEW_GROUPS = 10
+
+
 def _auc_with_interval(probs: np.ndarray, labels: np.ndarray, groups: list[str]) -> dict:
     interval = roc_auc_interval(probs, labels, groups)
     return {"cells": int(labels.size), "blasts": int(labels.sum()),
@@ -48,6 +52,9 @@ def describe(report: dict, label: str = "validation AUC") -> str:
     >>> describe({"auc": 0.931, "auc_ci95": [0.88, 0.97], "cells": 120, "groups": 14,
     ...           "blasts": 40})
     'validation AUC 0.931 (95% CI 0.880-0.970) on 120 cells (40 blasts) from 14 images/patients'
+    >>> describe({"auc": 1.0, "auc_ci95": [1.0, 1.0], "cells": 120, "groups": 2, "blasts": 60})
+    ... # doctest: +ELLIPSIS
+    'validation AUC 1.000 ... from 2 images/patients (too few to trust the interval: ...)'
     >>> describe({"auc": None, "auc_ci95": None, "cells": 5, "blasts": 0}, "AUC")
     'AUC undefined (one class only) on 5 cells (0 blasts)'
     """
@@ -60,4 +67,6 @@ def describe(report: dict, label: str = "validation AUC") -> str:
     line = f"{label} {auc} on {report['cells']} cells ({report['blasts']} blasts)"
     if "groups" in report:
         line += f" from {report['groups']} images/patients"
+        if report["groups"] < FEW_GROUPS:
+            line += " (too few to trust the interval: validate on more patients)"
     return line
