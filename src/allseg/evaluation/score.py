@@ -111,13 +111,13 @@ def score_image(result: ImageResult, record: Record, point_radius_um: float | No
                            "blast_count": result.blast_count, "um_per_px": result.um_per_px,
                            "seconds": result.seconds}
     centroids = np.array([c.centroid for c in result.cells], float).reshape(-1, 2)
-    if record.parts is not None:
+    if record.parts is not None and not record.weak:
         true_cell = record.parts > 0
         true_nucleus = record.parts == NUCLEUS
         if true_nucleus.any() or not true_cell.any():  # cells without nucleus: not drawn
             row |= _counts("nucleus", pixel_counts(result.parts == NUCLEUS, true_nucleus))
         row |= _counts("cell", pixel_counts(result.parts > 0, true_cell))
-    if record.instances is not None:
+    if record.instances is not None and not record.weak:
         for key, thresh in IOU_THRESHOLDS.items():
             row |= _counts(key, match_instances(result.instances, record.instances, thresh))
     true_blasts = None if record.crop_label is not None else _true_blasts(record)
