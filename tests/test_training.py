@@ -130,20 +130,3 @@ def test_training_without_labels_fails_clearly(tmp_path: Path) -> None:
                              'data=[{ synth = { layout = "masks", n = 2 }, cell_labels = false }]'])
     with pytest.raises(AllsegError, match="no training samples for the classifier"):
         train(cfg)
-
-
-def test_weak_mask_edges_are_left_out_of_the_loss() -> None:
-    from allseg.data.record import CYTOPLASM, NUCLEUS, Record
-    from allseg.training.samples import IGNORE, seg_sample
-
-    parts = np.zeros((60, 60), np.uint8)
-    parts[10:50, 10:50] = CYTOPLASM
-    parts[20:40, 20:40] = NUCLEUS
-    image = np.full((60, 60, 3), 200, np.uint8)
-    exact = seg_sample(Record(source=Path("a.png"), image=image, parts=parts), 0.3, 0.3)
-    weak = seg_sample(Record(source=Path("b.png"), image=image, parts=parts, weak=True), 0.3, 0.3)
-    assert not (exact.classes == IGNORE).any()
-    band = weak.classes == IGNORE
-    assert band[10, 30] and band[9, 30] and band[20, 30] and band[30, 10]  # both outlines
-    assert weak.classes[30, 30] == 2 and weak.classes[15, 30] == 1 and weak.classes[0, 0] == 0
-    assert band[7, 30] and not band[6, 30] and not band[13, 30]  # 0.9 µm = 3 px each side

@@ -84,36 +84,8 @@ def _resize(arr: np.ndarray, factor: float, nearest: bool) -> np.ndarray:
     return cv2.resize(arr, size, interpolation=interp)
 
 
-#: Half-width of the band around weak masks' outlines (cell and nucleus) left out of the
-#: loss: a mask drawn from stain colour inside a box is unsure there, and learning its exact
-#: edge taught the segmenter to stop cytoplasm short (synthetic whole-cell Dice 0.976 -> 0.949
-#: when TXL-PBC's weak masks joined the recipe).
-WEAK_EDGE_UM = 0.9
-
-
-def ignore_weak_edges(classes: np.ndarray, band_px: int) -> np.ndarray:
-    """Mark the pixels within ``band_px`` of a cell or nucleus outline IGNORE.
-
-    >>> c = np.zeros((9, 9), np.uint8); c[2:7, 2:7] = CLASS_CYTOPLASM
-    >>> out = ignore_weak_edges(c, 1)
-    >>> int(out[4, 4]), int(out[2, 2]), int(out[1, 4]), int(out[0, 0])
-    (1, 255, 255, 0)
-    """
-    if band_px < 1:
-        return classes
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band_px + 1, 2 * band_px + 1))
-    out = classes.copy()
-    for region in (classes > 0, classes == CLASS_NUCLEUS):
-        mask = region.astype(np.uint8)
-        edge = (cv2.dilate(mask, kernel) > 0) & ~(cv2.erode(mask, kernel) > 0)
-        out[edge] = IGNORE
-    return out
-
-
 def seg_sample(record: Record, um_per_px: float, canonical_um_per_px: float) -> SegSample | None:
-    """Resample a record with a parts mask to the canonical scale, or None without one.
-
-    A weak mask's outlines are left out of the loss (:data:`WEAK_EDGE_UM`)."""
+    """Resample a record with a parts mask to the canonical scale, or None without one."""
     if record.parts is None:
         return None
     factor = um_per_px / canonical_um_per_px
@@ -124,8 +96,6 @@ def seg_sample(record: Record, um_per_px: float, canonical_um_per_px: float) -> 
     else:
         instances = ndi.label(parts > 0)[0].astype(np.int32)
     classes = parts_to_classes(parts)
-    if record.weak:
-        classes = ignore_weak_edges(classes, round(WEAK_EDGE_UM / canonical_um_per_px))
     return SegSample(record.name, image, classes, centre_map(instances))
 
 
