@@ -1,7 +1,7 @@
 """Three blast designs compared on real normal leukocytes and synthetic fields.
 
-CNN: the bundled classifier's own P(blast) (its blast head switched off). MORPHOMETRY: an L2-regularised logistic
-regression on the per-cell features allseg already measures (log area in µm², N:C, nucleus
+CNN: the bundled classifier's own P(blast) (its blast head switched off). MORPHOMETRY: an
+L2-regularised logistic regression on the per-cell features allseg already measures (log area in µm², N:C, nucleus
 circularity, chromatin texture, nucleoli, diameter in µm). COMBINED: the same features plus
 the CNN's logit. Every number comes from the Predictor as a user runs it (scale estimated).
 

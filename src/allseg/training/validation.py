@@ -11,7 +11,6 @@ from allseg.evaluation.metrics import roc_auc, roc_auc_interval
 from allseg.training.samples import CellSample
 from allseg.training.threshold import blast_probabilities
 
-
 #: Fewer validation patients (or images) than this make the bootstrap interval meaningless.
 FEW_GROUPS = 10
 
