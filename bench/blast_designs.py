@@ -4,7 +4,8 @@ CNN: the bundled classifier's own P(blast) (its blast head switched off). MORPHO
 L2-regularised logistic regression on the per-cell features allseg already measures (log
 area in µm², N:C, nucleus circularity, chromatin texture, nucleoli, diameter in µm).
 COMBINED: the same features plus the CNN's logit (both are
-:class:`allseg.models.blast_head.BlastHead`). Every number comes from the Predictor as a user runs it (scale estimated).
+:class:`allseg.models.blast_head.BlastHead`). Every number comes from the Predictor as a
+user runs it (scale estimated).
 
 Cells: real normal leukocytes never trained on (BCCD ``test``, Zheng Dataset 1 fold 0, TXL-PBC
 fold 0, as in bench/blast_transfer.py); fresh synthetic training cells the CNN never saw
