@@ -111,3 +111,35 @@ def test_training_fits_a_head_on_validation_cells(tmp_path: Path) -> None:
     assert 0 <= summary["cross_fitted_auc"] <= 1 and summary["cross_fitted_auc_ci95"]
     assert BlastHead.from_json(meta["blast_head"]).uses_cnn
     assert Predictor(model_dir, backend="torch").blast_head is not None
+
+
+def test_crop_background_is_balanced_in_training_and_prediction(tmp_path: Path) -> None:
+    """A model trained on balanced crops says so in its folder, and the predictor then
+    balances its crops too: a tinted photo gives the CNN the same input as a neutral one."""
+    from allseg.data.record import Record
+    from allseg.postprocess.crops import balance_background
+    from allseg.training.samples import cell_samples
+
+    field = generate_field(np.random.default_rng(8), 400, 400, um_per_px=0.1,
+                           blast_fraction=0.0, n_leukocytes=1)
+    record = Record(source=Path("f.png"), image=field.image, instances=field.instances,
+                    cell_labels=dict.fromkeys(np.unique(field.instances)[1:].tolist(),
+                                              "leukocyte"))
+    plain = cell_samples(record, 0.1, 48, 24.0)
+    balanced = cell_samples(record, 0.1, 48, 24.0, balance=True)
+    assert np.array_equal(balanced[0].crop, balance_background(plain[0].crop[None])[0])
+    bright = np.percentile(balanced[0].crop.reshape(-1, 3), 90, axis=0)
+    assert np.allclose(bright, 235, atol=3)
+    tinted = np.clip(field.image * np.array([1.0, 0.9, 0.7]), 0, 255).astype(np.uint8)
+    folder = with_head(tmp_path, None)
+    config = json.loads((folder / "config.json").read_text())
+    config["meta"].pop("blast_head")
+    logit_gap = {}
+    for balance in (True, False):
+        config["meta"]["crop_background"] = balance
+        (folder / "config.json").write_text(json.dumps(config))
+        predictor = Predictor(folder, backend="torch")
+        p = [float(predictor._classify(image, [{"centroid": [200.0, 200.0]}], 0.1)[0])
+             for image in (field.image, tinted)]
+        logit_gap[balance] = abs(np.log(p[0] / (1 - p[0])) - np.log(p[1] / (1 - p[1])))
+    assert logit_gap[True] < 0.5 * logit_gap[False]

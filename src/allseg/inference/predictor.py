@@ -24,7 +24,7 @@ from allseg.io.images import read_image
 from allseg.models import load_model_folder
 from allseg.models.blast_head import BlastHead
 from allseg.outputs.schema import CellResult, ImageResult
-from allseg.postprocess.crops import cell_crops
+from allseg.postprocess.crops import balance_background, cell_crops
 from allseg.postprocess.features import cell_features
 from allseg.postprocess.instances import instances_from_maps
 from allseg.postprocess.upsample import upsample_instances
@@ -229,6 +229,8 @@ class Predictor:
         side = float(self.meta["crop_um"]) / scale
         crops = cell_crops(image, centroids, np.full(len(cells), side),
                            out_size=int(self.meta["crop_size"]), context=1.0)
+        if self.meta.get("crop_background"):
+            crops = balance_background(crops)
         batch = crops.transpose(0, 3, 1, 2).astype(np.float32)
         probs = [self.classifier(batch[i:i + 64]) for i in range(0, len(batch), 64)]
         return np.concatenate(probs)[:, 0]

@@ -42,3 +42,22 @@ def cell_crops(image: np.ndarray, centroids: np.ndarray, diameters_px: np.ndarra
         interp = cv2.INTER_AREA if side > out_size else cv2.INTER_LINEAR
         crops[i] = cv2.resize(window, (out_size, out_size), interpolation=interp)
     return crops
+
+
+#: Where :func:`balance_background` puts each channel's bright end (plasma, pale red cells).
+BACKGROUND_LEVEL = 235.0
+BACKGROUND_PERCENTILE = 90
+
+
+def balance_background(crops: np.ndarray) -> np.ndarray:
+    """Scale each crop's channels so that their bright end (the slide between cells) is the
+    same neutral grey: a camera's white balance and lamp colour, which say where a photo
+    was taken rather than what the cell is, no longer reach the classifier.
+
+    >>> tinted = np.zeros((1, 4, 4, 3), np.uint8); tinted[..., :] = (200, 180, 120)
+    >>> balance_background(tinted)[0, 0, 0].tolist()
+    [235, 235, 235]
+    """
+    bright = np.percentile(crops.reshape(len(crops), -1, 3), BACKGROUND_PERCENTILE, axis=1)
+    gain = BACKGROUND_LEVEL / np.maximum(bright, 1.0)
+    return np.clip(crops * gain[:, None, None, :] + 0.5, 0, 255).astype(np.uint8)

@@ -135,6 +135,9 @@ class ClassifierConfig(StageConfig):
     #: Weigh the CNN with the cell's morphometry in a logistic regression fitted on the
     #: validation cells (:mod:`allseg.models.blast_head`); needs a segmenter in the model.
     blast_head: bool = True
+    #: Balance each crop's background to neutral grey before the CNN sees it
+    #: (:func:`allseg.postprocess.crops.balance_background`).
+    crop_background: bool = False
 
 
 class TrainConfig(_Strict):

@@ -118,7 +118,8 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                     per_stage["segmenter"].append((key, sample, source.repeat))
             if source.cell_labels and "classifier" in cfg.stages():
                 for crop in cell_samples(record, scale, cfg.crop_size, cfg.crop_um,
-                                         real=source.path is not None, group=key):
+                                         real=source.path is not None, group=key,
+                                         balance=cfg.classifier.crop_background):
                     per_stage["classifier"].append((key, crop, source.repeat))
         if unlisted:
             warnings.warn(f"{table_path(source, folder)}: {len(unlisted)} image(s) of {folder} "
@@ -336,6 +337,7 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
             models[stage] = model
             if stage == "classifier":  # a base model's head and threshold were for its CNN
                 meta.pop("blast_head", None)
+                meta["crop_background"] = cfg.classifier.crop_background
                 meta["thresholds"]["blast_probability"] = DEFAULT_THRESHOLDS["blast_probability"]
                 if chosen := real_normal_threshold(model, data[stage].val):
                     meta["thresholds"]["blast_probability"] = chosen["threshold"]

@@ -14,7 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from allseg.data.record import BLAST, CYTOPLASM, NUCLEUS, Record
-from allseg.postprocess.crops import cell_crops
+from allseg.postprocess.crops import balance_background, cell_crops
 
 #: Class index of each training target pixel; IGNORE marks pixels without a label.
 CLASS_BACKGROUND, CLASS_CYTOPLASM, CLASS_NUCLEUS, IGNORE = 0, 1, 2, 255
@@ -119,7 +119,8 @@ def _cell_centres(record: Record) -> tuple[np.ndarray, np.ndarray]:
 
 
 def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: float,
-                 real: bool = False, group: str = "") -> list[CellSample]:
+                 real: bool = False, group: str = "", balance: bool = False
+                 ) -> list[CellSample]:
     """Crops of a fixed physical field of view around every labelled cell of a record
     (a record's ``cell_type`` names its normal cells: single-cell images)."""
     centres, labels = _cell_centres(record)
@@ -129,6 +130,8 @@ def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: floa
     # cell_crops shows ``context * diameter`` pixels; context 1 makes the side exact.
     crops = cell_crops(record.image, centres, np.full(len(centres), side_px), out_size=crop_size,
                        context=1.0)
+    if balance:
+        crops = balance_background(crops)
     return [CellSample(f"{record.name}#{i}", crop, int(lab), real,
                        None if lab else record.cell_type, group or record.name)
             for i, (crop, lab) in enumerate(zip(crops, labels, strict=True))]
