@@ -25,6 +25,10 @@ class SavedPredictions:
         self.model_info = (json.loads(summary.read_text(encoding="utf-8")).get("model", {})
                            if summary.is_file() else {})
         self.model_info = {**self.model_info, "predictions": str(self.folder)}
+        # The threshold the cells' classes were decided with (0.5 for outputs written
+        # before S.json recorded it), so scores are cut where the model cut them.
+        self.thresholds = {"blast_probability":
+                           float(self.model_info.get("blast_threshold", 0.5))}
 
     def predict_image(self, image: np.ndarray, name: str = "image",
                       um_per_px: float | None = None,

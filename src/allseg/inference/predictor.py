@@ -74,6 +74,7 @@ class Predictor:
         self.model_info = {"name": self.meta.get("name", self.model_dir.name),
                            "path": str(self.model_dir),
                            "allseg_version": self.meta.get("allseg_version"), "tta": tta,
+                           "blast_threshold": float(self.thresholds["blast_probability"]),
                            "backend": self.segmenter.backend}
 
     def estimate_scale(self, image: np.ndarray) -> ResolvedScale:
