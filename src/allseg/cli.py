@@ -128,7 +128,8 @@ def train(
             raise typer.BadParameter(str(exc), param_hint="--learning-curve") from None
     model_dir = _or_exit(run_training, cfg, resume=resume, base_model=base_model,
                          learning_curve_shares=shares)
-    _print_classifier_figures(model_dir)
+    if "classifier" in cfg.stages():
+        _print_classifier_figures(model_dir)
     out.print(f"model written to [bold]{model_dir}[/bold]")
 
 
