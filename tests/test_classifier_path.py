@@ -126,10 +126,23 @@ def test_cli_learning_curve_option(class_folders: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "every share must be in (0, 1]" in flat
     result = runner.invoke(app, ["train", "--data", str(class_folders), "--out",
                                  str(tmp_path / "cli"), "--stage", "classifier",
-                                 "--learning-curve", "0.5",
+                                 "--learning-curve", "0.5", "--set", "data.0.um_per_px=0.1",
+                                 "--set", r"data.0.group_pattern=^(P\d+)_",
                                  *sum((["--set", o] for o in TINY[:-1]), [])])
     assert result.exit_code == 0, result.output
     squeezed = "".join(result.output.split())  # rich wraps long lines anywhere
     assert "validationAUC" in squeezed and "learning_curve.csvand.png" in squeezed
+    assert "from2images/patients(toofew" in squeezed  # 4 patients, half in validation
     assert np.isfinite(json.loads((tmp_path / "cli" / "model" / "config.json").read_text())
                        ["meta"]["thresholds"]["blast_probability"])
+
+
+def test_a_group_pattern_that_finds_no_patient_is_reported(class_folders: Path,
+                                                           tmp_path: Path) -> None:
+    cfg = recipe(tmp_path, f'path = "{class_folders}"\num_per_px = 0.1\nmasks = false\n'
+                 'group_pattern = "^(Patient\\\\d+)-"')
+    with pytest.warns(UserWarning, match=r"names no patient in 24 file name\(s\)"):
+        data = collect_samples(cfg, tmp_path)["classifier"]
+    assert len({s.group for s in data.train + data.val}) == 24  # split by image instead
+    typed = load_config(None, ["data=[{ path = 'x' }]", r"data.0.group_pattern=^(P\d+)_"])
+    assert typed.data[0].group_of("P07_cell") == "P07"  # the guide's --set form works

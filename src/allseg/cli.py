@@ -73,7 +73,8 @@ def train(
     config: Annotated[Path | None, typer.Option(
         "--config", "-c", help="TOML recipe (see configs/default.toml).")] = None,
     data: Annotated[list[str] | None, typer.Option(
-        "--data", help="Add a dataset folder (any reader format; repeatable).")] = None,
+        "--data", help="Add a dataset folder (any reader format; repeatable), after the "
+        "recipe's [[data]]: without a recipe the first is data.0 for --set.")] = None,
     out_dir: Annotated[Path | None, typer.Option(
         "--out", help="Run folder (overrides out).")] = None,
     stage: Annotated[str | None, typer.Option(help="segmenter, classifier or both.")] = None,
@@ -111,11 +112,7 @@ def train(
             overrides.append(f"{key}={_toml_literal(value)}")
     if epochs is not None:
         overrides += [f"segmenter.epochs={epochs}", f"classifier.epochs={epochs}"]
-    cfg = _or_exit(load_config, config, overrides)
-    if data:
-        from allseg.training.config import DataSource
-
-        cfg.data = [*cfg.data, *(DataSource(path=d) for d in data)]
+    cfg = _or_exit(load_config, config, overrides, list(data or []))
     if not cfg.data:
         raise typer.BadParameter("no training data: give --data FOLDER or a --config with [[data]]")
     shares = ()

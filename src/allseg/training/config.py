@@ -219,8 +219,11 @@ def _list_item(items: list, index: str, override: str) -> Any:
     return items[int(index)]
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConfig:
-    """Read a TOML recipe (or start from defaults), apply overrides and validate."""
+def load_config(path: str | Path | None, overrides: list[str] = (),
+                extra_data: list[str] = ()) -> TrainConfig:
+    """Read a TOML recipe (or start from defaults), add ``extra_data`` folders as
+    ``[[data]]`` entries after the recipe's own (so ``data.N`` overrides reach them),
+    apply overrides and validate."""
     raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -230,6 +233,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> TrainConf
             raise InputError(path, "config file not found") from exc
         except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise InputError(path, f"not valid TOML: {exc}") from exc
+    if extra_data:
+        raw["data"] = [*raw.get("data", []), *({"path": str(d)} for d in extra_data)]
     try:
         raw = apply_overrides(raw, list(overrides))
         return TrainConfig.model_validate(raw)

@@ -92,6 +92,7 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
         table = _labels_table(source, folder)
         unsure: list[str] = []
         unlisted: list[str] = []
+        ungrouped: list[str] = []
         for i, path in enumerate(track(dataset.items, description=f"reading {folder.name}")):
             if source.excludes(path.stem) or source.held_out(i):
                 continue
@@ -107,7 +108,10 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                     unlisted.append(record.name)
                 else:
                     apply_labels(record, labels)
-            record.group = source.group_of(record.name) or record.group
+            if source.group_pattern is not None:
+                if (group := source.group_of(record.name)) is None:
+                    ungrouped.append(record.name)
+                record.group = group or record.group
             key = source_key(folder, record.group or record.name)
             scale, trusted = record_scale(record, source.um_per_px)
             if not trusted:
@@ -121,6 +125,10 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                                          real=source.path is not None, group=key,
                                          balance=cfg.classifier.crop_background):
                     per_stage["classifier"].append((key, crop, source.repeat))
+        if ungrouped:
+            warnings.warn(f"{folder}: group_pattern {source.group_pattern!r} names no patient "
+                          f"in {len(ungrouped)} file name(s) (e.g. {ungrouped[0]}); each of "
+                          "those is split on its own", stacklevel=2)
         if unlisted:
             warnings.warn(f"{table_path(source, folder)}: {len(unlisted)} image(s) of {folder} "
                           f"are not in the labels table (e.g. {unlisted[0]}); their own "
