@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from blast_transfer import REAL, zheng_classes  # the same real sets, read the same way
 
 from allseg.data.readers import open_dataset
 from allseg.evaluation.metrics import match_points, roc_auc
@@ -44,26 +45,12 @@ from allseg.synth import write_dataset
 from allseg.training.threshold import threshold_for
 
 BENCH = Path(__file__).resolve().parent
-DATA = BENCH.parents[1] / "shared" / "data"
-ZHENG = DATA / "zheng_wbc" / "Dataset 1"
-REAL = {  # name -> (folder, format, reader split, name split), as bench/blast_transfer.py
-    "bccd-test": (DATA / "bccd" / "BCCD", "voc", "test", None),
-    "zheng-fold0": (ZHENG, "masks", None, "fold-0/5"),
-    "txl-fold0": (DATA / "txl_pbc" / "train", "yolo", None, "fold-0/5"),
-}
 SYNTH_TRAIN = {"synth-crops": ("allidb2", 300, 5000), "synth-fields": ("allidb1", 20, 5100)}
 SYNTH_TEST = ("allidb1", 20, 777)
 MATCH_UM = 6.0
 COLUMNS = ("source", "image", "cell", "x", "y", "um_per_px", "label", "lymphocyte", "p_cnn",
            *FEATURES)
 LABEL = re.compile(r"_([01])$")
-
-
-def zheng_classes() -> dict[str, int]:
-    path = ZHENG.parent / "Class Labels of Dataset 1.csv"
-    rows = csv.reader(path.open(encoding="utf-8-sig"))
-    next(rows)
-    return {f"{int(r[0]):03d}": int(r[1]) for r in rows if r}
 
 
 # ---------------------------------------------------------------- the per-cell table

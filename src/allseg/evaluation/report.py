@@ -85,7 +85,8 @@ def _img(png: bytes, alt: str) -> str:
     return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
-def _fig_png(fig: Any) -> bytes:
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed (reports and training plots)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -114,7 +115,7 @@ def _curves(scores: np.ndarray, labels: np.ndarray, auc: Any) -> bytes:
     pr.set(xlabel="recall", ylabel="precision", title="Precision-recall")
     for a in (roc, pr):
         a.set(xlim=(-0.02, 1.02), ylim=(-0.02, 1.02))
-    return _fig_png(fig)
+    return figure_png(fig)
 
 
 def _confusion(calls: np.ndarray, labels: np.ndarray) -> bytes:
@@ -127,7 +128,7 @@ def _confusion(calls: np.ndarray, labels: np.ndarray) -> bytes:
                color="white" if v > matrix.max() / 2 else "black")
     a.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["called neg.", "called pos."],
           yticklabels=["true neg.", "true pos."], title="Confusion matrix")
-    return _fig_png(fig)
+    return figure_png(fig)
 
 
 def _score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float,
@@ -143,7 +144,7 @@ def _score_histogram(scores: np.ndarray, labels: np.ndarray, threshold: float,
     if log:
         a.set_yscale("log")
     a.legend(fontsize=8)
-    return _fig_png(fig)
+    return figure_png(fig)
 
 
 def _reliability(scores: np.ndarray, labels: np.ndarray) -> bytes:
@@ -169,7 +170,7 @@ def _reliability(scores: np.ndarray, labels: np.ndarray) -> bytes:
                        va="bottom", fontsize=6)
     below.set(xlabel="predicted blast probability", ylabel="count",
               yscale="log" if filled else "linear")
-    return _fig_png(fig)
+    return figure_png(fig)
 
 
 def _level_data(level: str, rows: list[dict],
@@ -225,7 +226,7 @@ def _dice_section(rows: list[dict]) -> str:
                    label=f"{part} ({len(values)})")
     a.set(xlabel="Dice", ylabel="images", title="Per-image Dice")
     a.legend(fontsize=8)
-    return "<h2>Per-image Dice</h2>" + _img(_fig_png(fig), "per-image Dice distribution")
+    return "<h2>Per-image Dice</h2>" + _img(figure_png(fig), "per-image Dice distribution")
 
 
 def _thumb(rgb: np.ndarray) -> bytes:

@@ -49,8 +49,7 @@ def measure_cells(model_dir: Path, val: list[CellSample], crop_um: float
 
 
 def _weights(samples: list[CellSample], type_weights: dict[str, float]) -> np.ndarray:
-    return np.array([type_weights.get(s.cell_type, 1.0) if s.cell_type else 1.0
-                     for s in samples])
+    return np.array([s.loss_weight(type_weights) for s in samples])
 
 
 def cross_fitted(samples: list[CellSample], features: list[dict], cnn: np.ndarray,

@@ -85,6 +85,5 @@ class CellCropDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s = self.samples[index]
         crop = self.augment(image=s.crop)["image"] if self.augment else s.crop
-        weight = self.type_weights.get(s.cell_type, 1.0) if s.cell_type else 1.0
         return {"image": _to_chw(crop), "label": torch.tensor(float(s.label)),
-                "weight": torch.tensor(float(weight))}
+                "weight": torch.tensor(float(s.loss_weight(self.type_weights)))}

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from allseg.evaluation.report import figure_png
 from allseg.io.atomic import write_bytes_atomic, write_text_atomic
 from allseg.training.samples import CellSample
 from allseg.training.validation import classifier_report
@@ -86,9 +87,6 @@ def write_curve(run_dir: Path, rows: list[dict]) -> None:
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(run_dir / "learning_curve.csv", buffer.getvalue())
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     scored = [r for r in rows if r.get("auc") is not None]
@@ -105,8 +103,4 @@ def write_curve(run_dir: Path, rows: list[dict]) -> None:
     ax.set(xlabel="labelled training cells", ylabel="validation AUC (95% CI)", ylim=(0.4, 1.02),
            title="Learning curve of the blast classifier")
     ax.grid(alpha=0.3)
-    buffer_png = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buffer_png, format="png", dpi=110)
-    plt.close(fig)
-    write_bytes_atomic(run_dir / "learning_curve.png", buffer_png.getvalue())
+    write_bytes_atomic(run_dir / "learning_curve.png", figure_png(fig))

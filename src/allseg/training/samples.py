@@ -41,6 +41,10 @@ class CellSample:
     cell_type: str | None = None  # the normal type when the dataset names it
     group: str = ""  # the split key: patient or slide, else the image
 
+    def loss_weight(self, type_weights: dict[str, float]) -> float:
+        """This cell's weight in the classifier's loss: its type's, else 1."""
+        return type_weights.get(self.cell_type, 1.0) if self.cell_type else 1.0
+
 
 def parts_to_classes(parts: np.ndarray) -> np.ndarray:
     """Map a 0/128/255 parts mask to class indices 0/1/2.
