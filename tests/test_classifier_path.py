@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from allseg.cli import app
 from allseg.data.labels_table import read_labels_table, stem_key
 from allseg.data.readers import detect_format, open_dataset
-from allseg.errors import InputError
+from allseg.errors import AllsegError, InputError
 from allseg.synth import write_dataset
 from allseg.training.config import load_config
 from allseg.training.datasets import CellCropDataset
@@ -146,3 +146,13 @@ def test_a_group_pattern_that_finds_no_patient_is_reported(class_folders: Path,
     assert len({s.group for s in data.train + data.val}) == 24  # split by image instead
     typed = load_config(None, ["data=[{ path = 'x' }]", r"data.0.group_pattern=^(P\d+)_"])
     assert typed.data[0].group_of("P07_cell") == "P07"  # the guide's --set form works
+
+
+def test_one_class_only_is_refused_clearly(class_folders: Path, tmp_path: Path) -> None:
+    only_normal = tmp_path / "cells"
+    shutil.copytree(class_folders / "lymphocyte", only_normal / "lymphocyte")
+    (only_normal / "blast").mkdir()
+    (only_normal / "blast" / "broken.png").write_text("not an image")
+    with pytest.warns(UserWarning, match="broken.png"), \
+            pytest.raises(AllsegError, match="training cells are all normal cells"):
+        train(recipe(tmp_path, f'path = "{only_normal}"\num_per_px = 0.1\nmasks = false'))

@@ -229,6 +229,11 @@ def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
     if not data.train:
         raise AllsegError(f"no training samples for the {stage}: check that the data sources "
                           "have " + ("masks or boxes" if stage == "segmenter" else "cell labels"))
+    if stage == "classifier" and len({s.label for s in data.train}) < 2:
+        kind = "blasts" if data.train[0].label else "normal cells"
+        raise AllsegError(f"the classifier's {len(data.train)} training cells are all {kind}: "
+                          "it needs blasts and normal cells (check the class folders or "
+                          "labels, and the warnings about skipped files above)")
     st = getattr(cfg, stage)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     model = build_model(st.arch, **st.kwargs)
