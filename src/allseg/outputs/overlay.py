@@ -57,14 +57,16 @@ def _header(width: int, result: ImageResult, scale: float) -> np.ndarray:
 
 
 def _tint_nuclei(canvas: np.ndarray, result: ImageResult) -> None:
-    """Blend each nucleus with its cell's class colour (one table look-up, no loop)."""
-    nucleus = (result.parts == NUCLEUS) & (result.instances > 0)
-    lut = np.zeros((int(result.instances.max(initial=0)) + 1, 3), np.float32)
+    """Blend each nucleus with its cell's class colour, one cell's box at a time (a
+    whole-image mask of a 2592x1944 field cost 55 ms; the boxes cover a small part)."""
     for cell in result.cells:
-        lut[cell.id] = CLASS_RGB[cell.cls]
-    tint = lut[result.instances[nucleus]]
-    canvas[nucleus] = ((1 - NUCLEUS_ALPHA) * canvas[nucleus] + NUCLEUS_ALPHA * tint).astype(
-        np.uint8)
+        x0, y0, x1, y1 = cell.bbox
+        region = canvas[y0:y1, x0:x1]  # a view: blending it blends the canvas
+        nucleus = ((result.parts[y0:y1, x0:x1] == NUCLEUS)
+                   & (result.instances[y0:y1, x0:x1] == cell.id))
+        tint = np.asarray(CLASS_RGB[cell.cls], np.float32)
+        region[nucleus] = ((1 - NUCLEUS_ALPHA) * region[nucleus]
+                           + NUCLEUS_ALPHA * tint).astype(np.uint8)
 
 
 def draw_overlay(image: np.ndarray, result: ImageResult) -> np.ndarray:
