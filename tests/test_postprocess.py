@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 from skimage.draw import disk
 
 from allseg.data.record import CYTOPLASM, NUCLEUS
 from allseg.postprocess import cell_crops, cell_features, instances_from_maps
+from allseg.postprocess.nucleus_edges import tidy_nucleus
+from allseg.postprocess.upsample import upsample_instances
 
 
 def make_maps(shape: tuple[int, int], cells: list[tuple[int, int, int, int]]
@@ -234,3 +237,47 @@ def test_a_cell_without_a_centre_peak_is_still_a_cell() -> None:
     parts, instances = instances_from_maps(probs, centre, min_area_px=20)
     assert instances.max() == 1 and (instances > 0).sum() == cell.sum()
     assert (parts == 255).any()
+
+
+def _drawn_cell(size: int = 96, cell_r: int = 36, nucleus_r: int = 20
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A stained cell (dark nucleus in pale cytoplasm on a light slide), its true
+    nucleus mask, and blurred class probabilities at a third of its resolution."""
+    image = np.full((size, size, 3), 235, np.uint8)
+    cell = np.zeros((size, size), bool)
+    cell[disk((size // 2, size // 2), cell_r, shape=cell.shape)] = True
+    nucleus = np.zeros_like(cell)
+    nucleus[disk((size // 2 + 3, size // 2 - 2), nucleus_r, shape=cell.shape)] = True
+    image[cell] = (190, 180, 215)
+    image[nucleus] = (110, 60, 150)
+    truth = np.stack([~cell, cell & ~nucleus, nucleus]).astype(np.float32)
+    small = np.stack([cv2.resize(cv2.GaussianBlur(t, (0, 0), 3), (size // 3, size // 3),
+                                 interpolation=cv2.INTER_AREA) for t in truth])
+    return image, nucleus, small
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_nucleus_border_follows_the_image_edges_when_upsampled() -> None:
+    image, nucleus, prob = _drawn_cell()
+    instances = (np.argmax(prob, axis=0) > 0).astype(np.int32)
+    parts, big = upsample_instances(prob, instances, image)
+    flat_parts, _ = upsample_instances(prob, instances, np.full_like(image, 200))
+    refined, plain = _dice(parts == NUCLEUS, nucleus), _dice(flat_parts == NUCLEUS, nucleus)
+    assert refined > 0.97 and refined > plain + 0.01, (refined, plain)
+    assert big.max() == 1 and set(np.unique(parts)) == {0, CYTOPLASM, NUCLEUS}
+
+
+def test_nucleus_holes_are_filled_and_specks_dropped() -> None:
+    nucleus = np.zeros((40, 40), bool)
+    nucleus[disk((20, 20), 12)] = True
+    nucleus[18:21, 18:21] = False  # a granule over the nucleus
+    nucleus[2:4, 2:4] = True  # a speck at the membrane
+    tidy = tidy_nucleus(nucleus)
+    assert tidy[19, 19] and not tidy[2, 2]
+    ring = np.zeros((40, 40), bool)
+    ring[disk((20, 20), 15)] = True
+    ring[disk((20, 20), 10)] = False  # a large hole is the cytoplasm of a ring form: kept
+    assert not tidy_nucleus(ring)[20, 20]

@@ -109,7 +109,7 @@ class Predictor:
         resolved, seg = self._scale_and_segment(image, um_per_px, cell_diameter_px, lap)
         scale = resolved.um_per_px
         lap("segmenter")
-        parts, instances = upsample_instances(seg.class_prob, seg.instances, image.shape[:2])
+        parts, instances = upsample_instances(seg.class_prob, seg.instances, image)
         cells = cell_features(image, parts, instances, scale)
         lap("postprocess")
         probs = self._classify(image, cells, scale)

@@ -1,7 +1,8 @@
 """Bring cell instances found at the canonical scale back to the original image size.
 
 Cells cover a small share of a smear field, so only a window around each cell is
-upsampled: the cost follows the cells' area, not the image's.
+upsampled: the cost follows the cells' area, not the image's. Within it, the nucleus
+border follows the image's own edges (:mod:`allseg.postprocess.nucleus_edges`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from allseg.data.record import CYTOPLASM, NUCLEUS
+from allseg.postprocess.nucleus_edges import nucleus_decision, tidy_nucleus
 
 _WARP = cv2.WARP_INVERSE_MAP
 
@@ -21,22 +23,25 @@ def _window_transform(fy: float, fx: float, y0: int, x0: int) -> np.ndarray:
                      [0, 1 / fy, (y0 + 0.5) / fy - 0.5]], np.float64)
 
 
-def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, shape: tuple[int, int]
+def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.ndarray
                        ) -> tuple[np.ndarray, np.ndarray]:
-    """Full-size ``(parts, instances)`` from small ``(3, h, w)`` probabilities and labels.
+    """Full-size ``(parts, instances)`` from small ``(3, h, w)`` probabilities and labels,
+    for the RGB ``image`` they were predicted from.
 
     Each full-size pixel takes the instance of its nearest small pixel and the class of
-    the bilinearly interpolated probabilities, so borders are smooth rather than blocky.
-    Ids that lose every pixel are dropped and the rest renumbered ``1..n`` in order.
+    the bilinearly interpolated probabilities, so borders are smooth rather than blocky;
+    the nucleus-versus-cytoplasm split then follows the image's edges and each nucleus
+    is tidied (see :mod:`allseg.postprocess.nucleus_edges`). Ids that lose every pixel
+    are dropped and the rest renumbered ``1..n`` in order.
 
     >>> prob = np.zeros((3, 4, 4), np.float32); prob[0] = 1
     >>> prob[:, 1:3, 1:3] = np.array([0, 0, 1], np.float32)[:, None, None]
     >>> inst = np.zeros((4, 4), np.int32); inst[1:3, 1:3] = 1
-    >>> parts, big = upsample_instances(prob, inst, (8, 8))
+    >>> parts, big = upsample_instances(prob, inst, np.zeros((8, 8, 3), np.uint8))
     >>> int((big == 1).sum()), int(parts.max())
     (16, 255)
     """
-    h, w = shape
+    h, w = image.shape[:2]
     fy, fx = h / instances.shape[0], w / instances.shape[1]
     parts = np.zeros((h, w), np.uint8)
     out = np.zeros((h, w), np.int32)
@@ -52,12 +57,14 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, shape: tup
                              flags=cv2.INTER_NEAREST | _WARP, borderMode=cv2.BORDER_CONSTANT) > 0
         probs = [cv2.warpAffine(p, m, size, flags=cv2.INTER_LINEAR | _WARP,
                                 borderMode=cv2.BORDER_REPLICATE) for p in class_prob]
-        label = np.argmax(np.stack(probs), axis=0)
-        inside = own & (label > 0)
+        inside = own & (np.argmax(np.stack(probs), axis=0) > 0)
         if not inside.any():
             continue
+        nucleus = inside & nucleus_decision(image[y0:y1, x0:x1], probs[1], probs[2],
+                                            np.sqrt(fx * fy))
+        nucleus = inside & tidy_nucleus(nucleus)
         out[y0:y1, x0:x1][inside] = next_id
-        parts[y0:y1, x0:x1][inside & (label == 1)] = CYTOPLASM
-        parts[y0:y1, x0:x1][inside & (label == 2)] = NUCLEUS
+        parts[y0:y1, x0:x1][inside & ~nucleus] = CYTOPLASM
+        parts[y0:y1, x0:x1][nucleus] = NUCLEUS
         next_id += 1
     return parts, out
