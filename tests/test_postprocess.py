@@ -281,3 +281,20 @@ def test_nucleus_holes_are_filled_and_specks_dropped() -> None:
     ring[disk((20, 20), 15)] = True
     ring[disk((20, 20), 10)] = False  # a large hole is the cytoplasm of a ring form: kept
     assert not tidy_nucleus(ring)[20, 20]
+
+
+def test_a_cell_cut_in_three_is_one_cell_but_three_touching_discs_stay_three() -> None:
+    """A three-lobed neutrophil of an unfamiliar stain gave the centre map three peaks; no
+    two of its pieces make a convex union, all three do. Three touching cells never do."""
+    from allseg.postprocess.instances import merge_convex_groups, merge_convex_pairs
+
+    yy, xx = np.mgrid[:100, :100]
+    cell = (yy - 50) ** 2 + (xx - 50) ** 2 < 40 ** 2
+    angle = np.arctan2(yy - 50, xx - 50)
+    thirds = np.where(cell, 1 + (angle > -np.pi / 3) + (angle > np.pi / 3), 0)
+    assert len(np.unique(merge_convex_pairs(thirds))) == 4  # pairs are not enough
+    assert set(np.unique(merge_convex_groups(thirds))) == {0, 1}
+    clump = np.zeros((100, 100), int)
+    for label, (cy, cx) in enumerate([(30, 30), (30, 70), (65, 50)], start=1):
+        clump[((yy - cy) ** 2 + (xx - cx) ** 2 < 21 ** 2) & (clump == 0)] = label
+    assert set(np.unique(merge_convex_groups(clump))) == {0, 1, 2, 3}
