@@ -263,8 +263,8 @@ def _dice(a: np.ndarray, b: np.ndarray) -> float:
 def test_nucleus_border_follows_the_image_edges_when_upsampled() -> None:
     image, nucleus, prob = _drawn_cell()
     instances = (np.argmax(prob, axis=0) > 0).astype(np.int32)
-    parts, big = upsample_instances(prob, instances, image)
-    flat_parts, _ = upsample_instances(prob, instances, np.full_like(image, 200))
+    parts, big, _ = upsample_instances(prob, instances, image)
+    flat_parts, _, _ = upsample_instances(prob, instances, np.full_like(image, 200))
     refined, plain = _dice(parts == NUCLEUS, nucleus), _dice(flat_parts == NUCLEUS, nucleus)
     assert refined > 0.97 and refined > plain + 0.01, (refined, plain)
     assert big.max() == 1 and set(np.unique(parts)) == {0, CYTOPLASM, NUCLEUS}

@@ -109,8 +109,8 @@ class Predictor:
         resolved, seg = self._scale_and_segment(image, um_per_px, cell_diameter_px, lap)
         scale = resolved.um_per_px
         lap("segmenter")
-        parts, instances = upsample_instances(seg.class_prob, seg.instances, image)
-        cells = cell_features(image, parts, instances, scale)
+        parts, instances, boxes = upsample_instances(seg.class_prob, seg.instances, image)
+        cells = cell_features(image, parts, instances, scale, boxes)
         lap("postprocess")
         probs = self._classify(image, cells, scale)
         if self.blast_head is not None:  # the CNN weighed with the cell's morphometry

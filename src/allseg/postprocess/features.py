@@ -106,7 +106,8 @@ def outer_contour(mask: np.ndarray, offset: tuple[int, int]) -> list[list[int]]:
 
 
 def cell_features(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
-                  um_per_px: float | None) -> list[dict[str, Any]]:
+                  um_per_px: float | None,
+                  boxes: list[tuple[slice, slice] | None] | None = None) -> list[dict[str, Any]]:
     """One dict of morphometry per instance id, ascending.
 
     Keys: ``id``, ``centroid`` ``[x, y]``, ``bbox`` ``[x0, y0, x1, y1]`` (x1/y1
@@ -115,13 +116,15 @@ def cell_features(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
     ``diameter_px`` and ``diameter_um`` (equivalent-disc), ``chromatin_texture``
     (see :func:`chromatin_texture`), ``nucleolus_count`` (see
     :func:`nucleolus_count`) and ``contour``. Physical values are ``None`` when
-    ``um_per_px`` is unknown.
+    ``um_per_px`` is unknown. ``boxes``: each id's bounding box when the caller knows
+    them (``ndi.find_objects(instances)`` otherwise, a pass over the whole image).
     """
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     cells = []
-    for idx, box in enumerate(ndi.find_objects(instances), start=1):
+    for idx, box in enumerate(ndi.find_objects(instances) if boxes is None else boxes,
+                              start=1):
         if box is None:
             continue
+        grey = cv2.cvtColor(image[box], cv2.COLOR_RGB2GRAY)
         cell = instances[box] == idx
         nucleus = cell & (parts[box] == NUCLEUS)
         y0, x0 = box[0].start, box[1].start
@@ -142,8 +145,8 @@ def cell_features(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
             "circularity": circularity(nucleus),
             "diameter_px": diameter,
             "diameter_um": diameter * um_per_px if um_per_px else None,
-            "chromatin_texture": chromatin_texture(grey[box], nucleus),
-            "nucleolus_count": nucleolus_count(grey[box], nucleus, radius) if nucleus_area else 0,
+            "chromatin_texture": chromatin_texture(grey, nucleus),
+            "nucleolus_count": nucleolus_count(grey, nucleus, radius) if nucleus_area else 0,
             "contour": outer_contour(cell, (x0, y0)),
         })
     return cells

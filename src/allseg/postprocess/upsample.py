@@ -23,8 +23,11 @@ def _window_transform(fy: float, fx: float, y0: int, x0: int) -> np.ndarray:
                      [0, 1 / fy, (y0 + 0.5) / fy - 0.5]], np.float64)
 
 
+Box = tuple[slice, slice]
+
+
 def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.ndarray
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       ) -> tuple[np.ndarray, np.ndarray, list[Box]]:
     """Full-size ``(parts, instances)`` from small ``(3, h, w)`` probabilities and labels,
     for the RGB ``image`` they were predicted from.
 
@@ -32,20 +35,22 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.
     the bilinearly interpolated probabilities, so borders are smooth rather than blocky;
     the nucleus-versus-cytoplasm split then follows the image's edges and each nucleus
     is tidied (see :mod:`allseg.postprocess.nucleus_edges`). Ids that lose every pixel
-    are dropped and the rest renumbered ``1..n`` in order.
+    are dropped and the rest renumbered ``1..n`` in order. The third result is each new
+    id's bounding box (what ``ndi.find_objects`` would give, without its pass over a
+    whole field).
 
     >>> prob = np.zeros((3, 4, 4), np.float32); prob[0] = 1
     >>> prob[:, 1:3, 1:3] = np.array([0, 0, 1], np.float32)[:, None, None]
     >>> inst = np.zeros((4, 4), np.int32); inst[1:3, 1:3] = 1
-    >>> parts, big = upsample_instances(prob, inst, np.zeros((8, 8, 3), np.uint8))
-    >>> int((big == 1).sum()), int(parts.max())
-    (16, 255)
+    >>> parts, big, boxes = upsample_instances(prob, inst, np.zeros((8, 8, 3), np.uint8))
+    >>> int((big == 1).sum()), int(parts.max()), boxes == ndi.find_objects(big)
+    (16, 255, True)
     """
     h, w = image.shape[:2]
     fy, fx = h / instances.shape[0], w / instances.shape[1]
     parts = np.zeros((h, w), np.uint8)
     out = np.zeros((h, w), np.int32)
-    next_id = 1
+    boxes: list[Box] = []
     for cell_id, box in enumerate(ndi.find_objects(instances), start=1):
         if box is None:
             continue
@@ -63,8 +68,11 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.
         nucleus = inside & nucleus_decision(image[y0:y1, x0:x1], probs[1], probs[2],
                                             np.sqrt(fx * fy))
         nucleus = inside & tidy_nucleus(nucleus)
-        out[y0:y1, x0:x1][inside] = next_id
+        out[y0:y1, x0:x1][inside] = len(boxes) + 1
         parts[y0:y1, x0:x1][inside & ~nucleus] = CYTOPLASM
         parts[y0:y1, x0:x1][nucleus] = NUCLEUS
-        next_id += 1
-    return parts, out
+        rows = np.flatnonzero(inside.any(axis=1)).tolist()
+        cols = np.flatnonzero(inside.any(axis=0)).tolist()
+        boxes.append((slice(y0 + rows[0], y0 + rows[-1] + 1),
+                      slice(x0 + cols[0], x0 + cols[-1] + 1)))
+    return parts, out, boxes
