@@ -187,8 +187,7 @@ def merge_convex_groups(labels: np.ndarray,
             box = boxes[group[0]]
             for label in group[1:]:
                 box = _union_box(box, boxes[label])
-            union = np.isin(labels[box], group)
-            solidity = float(union.sum() / convex_hull_image(union).sum())
+            solidity = _solidity(np.isin(labels[box], group))
             if solidity >= best:
                 best, members = solidity, (group, box)
         if members is None:
@@ -202,11 +201,15 @@ def _union_box(first: tuple[slice, slice], second: tuple[slice, slice]) -> tuple
                  for p, q in zip(first, second, strict=True))
 
 
+def _solidity(mask: np.ndarray) -> float:
+    """Area of a mask over the area of its convex hull (pixels)."""
+    return float(mask.sum() / convex_hull_image(mask).sum())
+
+
 def _union_solidity(labels: np.ndarray, boxes: dict, first: int, second: int) -> float:
-    """Area of two labels' union over the area of its convex hull (pixels)."""
+    """Solidity of two labels' union."""
     crop = labels[_union_box(boxes[first], boxes[second])]
-    union = (crop == first) | (crop == second)
-    return float(union.sum() / convex_hull_image(union).sum())
+    return _solidity((crop == first) | (crop == second))
 
 
 def seed_unmarked_blobs(markers: np.ndarray, n_markers: int, foreground: np.ndarray,
