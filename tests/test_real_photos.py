@@ -91,3 +91,24 @@ def test_red_cells_are_not_leukocytes(predictor: Predictor) -> None:
         hit, scored = hit + h, scored + s
     assert scored > 100
     assert hit / scored <= 0.01
+
+
+BCCD = SHARED / "bccd" / "BCCD"
+
+
+@pytest.mark.skipif(not BCCD.is_dir(), reason=f"BCCD not found at {BCCD}")
+def test_a_platelet_clump_does_not_overrule_many_red_cells(predictor: Predictor) -> None:
+    """BCCD test photo 68 with its stain shifted towards haematoxylin: the one leukocyte is
+    cut by the border and the only whole 'leukocyte' is a platelet clump; 16 red cells
+    keep the scale (it read 2.3x coarse when the clump overruled them)."""
+    from skimage.color import hed2rgb, rgb2hed
+
+    dataset = open_dataset(BCCD, "voc", split="test", weak_labels=False)
+    record = dataset[[p.stem for p in dataset.items].index("BloodImage_00068")]
+    stains = rgb2hed(record.image)
+    stains[..., 0] *= 1.3
+    stains[..., 1] *= 0.7
+    shifted = (np.clip(hed2rgb(stains), 0, 1) * 255).astype(np.uint8)
+    scale = predictor.estimate_scale(shifted)
+    assert scale.source == "red-cells"
+    assert scale.um_per_px == pytest.approx(record.um_per_px, rel=0.25)

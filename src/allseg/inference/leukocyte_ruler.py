@@ -72,14 +72,26 @@ def median_size(class_prob: np.ndarray, instances: np.ndarray | None, um_per_px:
     return float(np.median(found)) if len(found) else None
 
 
-def plausible(size_um: float | None) -> bool:
-    """Whether leukocytes of this median size fit a smear (no cells: nothing to say).
+def overrules(size_um: float | None, red_cell_confidence: float) -> bool:
+    """Whether leukocytes of this median size (µm, measured at the red-cell scale) show
+    the red-cell scale to be wrong.
 
-    >>> plausible(10.0), plausible(40.0), plausible(None)
-    (True, False, True)
+    Too large, always: the texture of one big cell taken for red cells makes the scale
+    far too coarse (crops at high magnification). Too small, only when the red cells were
+    few: with many red cells measured, leukocytes that come out tiny are platelet clumps
+    or debris, not proof against the red cells (a BCCD field with its one leukocyte cut
+    by the border read 2.3x coarse when a platelet clump overruled 16 red cells). No
+    leukocytes: nothing to say.
+
+    >>> overrules(40.0, 1.0), overrules(3.0, 0.6), overrules(3.0, 1.0), overrules(10.0, 0.6)
+    (True, True, False, False)
+    >>> overrules(None, 0.5)
+    False
     """
     low, high = PLAUSIBLE_SIZE_UM
-    return size_um is None or low <= size_um <= high
+    if size_um is None:
+        return False
+    return size_um > high or (size_um < low and red_cell_confidence < 1.0)
 
 
 def rescaled(um_per_px: float, size_um: float) -> float:

@@ -134,8 +134,9 @@ class Predictor:
         """The scale to predict at, and the segmentation at that scale.
 
         Red cells give the first estimate. The leukocytes segmented at it check it: if the
-        red cells were too few, or the leukocytes come out implausibly small or large,
-        the leukocytes become the ruler: found by :meth:`_probe`, then measured and
+        red cells were too few, or the leukocytes come out implausibly large (or small,
+        when the red cells were few: see ``ruler.overrules``), the leukocytes become the
+        ruler: found by :meth:`_probe`, then measured and
         rescaled until they have a typical size (Cellpose's size model), and weighed with
         whatever red cells there were.
         """
@@ -144,7 +145,8 @@ class Predictor:
         seg = self._segment(image, first.um_per_px)
         if first.source == "user":
             return first, seg
-        if first.source == "red-cells" and ruler.plausible(self._leukocyte_size(seg, True)):
+        if first.source == "red-cells" and not ruler.overrules(self._leukocyte_size(seg, True),
+                                                              first.confidence or 0.0):
             return first, seg
         found = self._probe(image)
         if found is None:
