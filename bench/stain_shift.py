@@ -1,11 +1,11 @@
 """Leukocyte detection under stain and camera shifts: a lab allseg never saw, simulated.
 
-Every image of TXL-PBC fold 0 (held out of the default recipe) is copied with one shift
-at a time: haematoxylin up and eosin down or the reverse (HED space), hue turned by
-+-20 degrees, a tungsten-yellow white balance, and soft focus with heavy JPEG. Its YOLO
-boxes are relative, so they hold unchanged. Each copy is scored like ``make eval``
-(detection F1 per source, red-cell boxes holding a predicted leukocyte). Writes
-``bench/stain/results.json`` and prints a Markdown table; the copies are kept in
+Every image of TXL-PBC fold 0 and of BCCD ``test`` (both held out of the default recipe)
+is copied with one shift at a time: haematoxylin up and eosin down or the reverse (HED
+space), hue turned by +-20 degrees, a tungsten-yellow white balance, and soft focus with
+heavy JPEG. No pixel moves, so the boxes hold unchanged. Each copy is scored like
+``make eval`` (detection F1 per source, red-cell boxes holding a predicted leukocyte).
+Writes ``bench/stain/results.json`` and prints a Markdown table; the copies are kept in
 ``bench/stain/data`` (gitignored) and reused.
 
     .venv/bin/python bench/stain_shift.py
@@ -18,6 +18,7 @@ import io
 import json
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -30,8 +31,33 @@ from allseg.evaluation.run import evaluate
 from allseg.evaluation.splits import select
 from allseg.io.atomic import write_json_atomic
 
-TXL = Path(__file__).resolve().parents[2] / "shared" / "data" / "txl_pbc" / "train"
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 HERE = Path(__file__).resolve().parent / "stain"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A labelled set on disk: where its images and label files are, and which to use."""
+
+    root: Path
+    fmt: str
+    images: str
+    labels: str
+    label_suffix: str
+    extra_files: tuple[str, ...]  # copied as they are (class names, split lists)
+
+    def stems(self) -> list[str]:
+        if self.fmt == "voc":
+            return (self.root / "ImageSets" / "Main" / "test.txt").read_text().split()
+        return select(sorted(p.stem for p in (self.root / self.images).iterdir()), "fold-0/5")
+
+
+SOURCES = {
+    "txl": Source(DATA / "txl_pbc" / "train", "yolo", "images", "labels", ".txt",
+                  ("classes.txt",)),
+    "bccd": Source(DATA / "bccd" / "BCCD", "voc", "JPEGImages", "Annotations", ".xml",
+                   ("ImageSets/Main/test.txt",)),
+}
 
 
 def hed(haematoxylin: float, eosin: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -72,21 +98,24 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def shifted_copy(name: str, shift: Callable[[np.ndarray], np.ndarray], stems: list[str]
+def shifted_copy(source: Source, name: str, shift: Callable[[np.ndarray], np.ndarray]
                  ) -> Path:
-    """A YOLO folder of fold 0 with ``shift`` applied (built once, then reused)."""
-    root = HERE / "data" / "".join(c if c.isalnum() else "_" for c in name)
+    """A copy of ``source``'s scored images with ``shift`` applied (built once, reused)."""
+    root = HERE / "data" / source.fmt / "".join(c if c.isalnum() else "_" for c in name)
     if (root / ".complete").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
-    for folder in ("images", "labels"):
+    for folder in (source.images, source.labels):
         (root / folder).mkdir(parents=True)
-    shutil.copy(TXL / "classes.txt", root)
-    for stem in stems:
-        shutil.copy(TXL / "labels" / f"{stem}.txt", root / "labels")
-        source = next((TXL / "images").glob(f"{stem}.*"))
-        image = np.asarray(Image.open(source).convert("RGB"))
-        Image.fromarray(shift(image)).save(root / "images" / f"{stem}.png")
+    for extra in source.extra_files:
+        (root / extra).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source.root / extra, root / extra)
+    for stem in source.stems():
+        label = f"{stem}{source.label_suffix}"
+        shutil.copy(source.root / source.labels / label, root / source.labels / label)
+        original = next((source.root / source.images).glob(f"{stem}.*"))
+        image = np.asarray(Image.open(original).convert("RGB"))
+        Image.fromarray(shift(image)).save(root / source.images / f"{stem}.png")
     (root / ".complete").touch()
     return root
 
@@ -95,25 +124,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
     args = parser.parse_args()
-    if not TXL.is_dir():
-        raise SystemExit(f"{TXL} is absent: this benchmark needs ../shared/data/txl_pbc")
-    stems = select(sorted(p.stem for p in (TXL / "images").iterdir()), "fold-0/5")
-    results = {}
+    for source in SOURCES.values():
+        if not source.root.is_dir():
+            raise SystemExit(f"{source.root} is absent: this benchmark needs ../shared/data")
+    results: dict[str, dict] = {}
     for name, shift in SHIFTS.items():
-        root = shifted_copy(name, shift, stems)
-        out = HERE / "eval" / root.name
-        evaluate(root, out, model=args.model, fmt="yolo")
-        results[name] = figures(out, split_by_prefix=True)
+        results[name] = {}
+        for key, source in SOURCES.items():
+            root = shifted_copy(source, name, shift)
+            out = HERE / "eval" / source.fmt / root.name
+            split = "test" if source.fmt == "voc" else None
+            evaluate(root, out, model=args.model, fmt=source.fmt, split=split)
+            per = figures(out, split_by_prefix=key == "txl")
+            results[name].update({key if s == "all" else s: v for s, v in per.items()})
         print(name, json.dumps(results[name]), flush=True)
-    write_json_atomic(HERE / "results.json", {"model": args.model, "images": len(stems),
-                                              "shifts": results})
-    print("| shift | Raabin F1 (FP/FN) | PBC F1 (FP/FN) | BCD F1 (FP/FN) | red-cell boxes hit, "
-          "worst source |")
-    print("| --- | --- | --- | --- | --- |")
+    write_json_atomic(HERE / "results.json", {"model": args.model, "shifts": results})
+    columns = ("raabin", "pbc", "bcd", "bccd")
+    print("| shift | " + " | ".join(f"{c} F1 (FP/FN)" for c in columns)
+          + " | red-cell boxes hit, worst source |")
+    print("| --- " * (len(columns) + 2) + "|")
     for name, per in results.items():
-        cells = [f"{per[s]['detection_f1']:.3f} ({per[s]['fp']}/{per[s]['fn']})"
-                 for s in ("raabin", "pbc", "bcd")]
-        hit = max(per[s]["red_cells_hit_rate"] for s in per)
+        cells = [f"{per[c]['detection_f1']:.3f} ({per[c]['fp']}/{per[c]['fn']})"
+                 for c in columns]
+        hit = max(per[c]["red_cells_hit_rate"] for c in columns)
         print(f"| {name} | {' | '.join(cells)} | {hit:.2%} |")
 
 
