@@ -136,9 +136,9 @@ class Predictor:
         Red cells give the first estimate. The leukocytes segmented at it check it: if the
         red cells were too few, or the leukocytes come out implausibly large (or small,
         when the red cells were few: see ``ruler.overrules``), the leukocytes become the
-        ruler: found by :meth:`_probe`, then measured and
-        rescaled until they have a typical size (Cellpose's size model), and weighed with
-        whatever red cells there were.
+        ruler: found by :meth:`_probe`, then measured and rescaled until they have a
+        typical size (Cellpose's size model), and weighed with whatever red cells there
+        were.
         """
         first = resolve_scale(image, um_per_px, cell_diameter_px)
         lap("scale")

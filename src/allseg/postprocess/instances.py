@@ -133,10 +133,7 @@ def merge_convex_pairs(labels: np.ndarray,
     [0, 1, 2]
     """
     labels = labels.copy()
-    a, b = _neighbours(labels)
-    touching = (a != b) & (a > 0) & (b > 0)
-    pairs = {(int(x), int(y)) for x, y in
-             np.unique(np.sort(np.stack([a[touching], b[touching]], 1), axis=1), axis=0)}
+    pairs = _touching_pairs(labels)
     boxes = dict(enumerate(ndi.find_objects(labels), start=1))
     solidity = {pair: _union_solidity(labels, boxes, *pair) for pair in pairs}
     while solidity:
@@ -172,10 +169,8 @@ def merge_convex_groups(labels: np.ndarray,
     """
     labels = labels.copy()
     while True:
-        a, b = _neighbours(labels)
-        touching = (a != b) & (a > 0) & (b > 0)
         neighbours: dict[int, set[int]] = {}
-        for x, y in np.unique(np.stack([a[touching], b[touching]], 1), axis=0).tolist():
+        for x, y in sorted(_touching_pairs(labels)):
             neighbours.setdefault(x, set()).add(y)
             neighbours.setdefault(y, set()).add(x)
         boxes = dict(enumerate(ndi.find_objects(labels), start=1))
@@ -194,6 +189,14 @@ def merge_convex_groups(labels: np.ndarray,
             return labels
         group, box = members
         labels[box][np.isin(labels[box], group)] = group[0]
+
+
+def _touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
+    """Every pair ``(smaller, larger)`` of labels that touch (4-connected)."""
+    a, b = _neighbours(labels)
+    touching = (a != b) & (a > 0) & (b > 0)
+    return {(int(x), int(y)) for x, y in
+            np.unique(np.sort(np.stack([a[touching], b[touching]], 1), axis=1), axis=0)}
 
 
 def _union_box(first: tuple[slice, slice], second: tuple[slice, slice]) -> tuple[slice, ...]:
