@@ -10,20 +10,17 @@ import albumentations as A
 import cv2
 
 
-def _colour_and_noise(hue_shift_limit: int = 18, grey: float = 0.0
-                      ) -> list[A.BasicTransform]:
-    """Stain (HED and colour shifts, and with ``grey`` > 0 that share of greyscale images)
-    and acquisition: soft focus, low resolution (down-up sampling, as in 224x224 fields or
-    phone photos), sensor noise and JPEG."""
+def _colour_and_noise() -> list[A.BasicTransform]:
+    """Stain (HED and colour shifts) and acquisition: soft focus, low resolution (down-up
+    sampling, as in 224x224 fields or phone photos), sensor noise and JPEG."""
     return [
         A.OneOf([
             A.HEStain(method="random_preset", intensity_scale_range=(0.7, 1.3),
                       intensity_shift_range=(-0.15, 0.15), p=1.0),
-            A.HueSaturationValue(hue_shift_limit=hue_shift_limit, sat_shift_limit=30,
-                                 val_shift_limit=20, p=1.0),
+            A.HueSaturationValue(hue_shift_limit=18, sat_shift_limit=30, val_shift_limit=20,
+                                 p=1.0),
             A.ColorJitter(brightness=0.25, contrast=0.25, saturation=0.3, hue=0.06, p=1.0),
         ], p=0.85),
-        *([A.ToGray(p=grey)] if grey > 0 else []),
         A.RandomBrightnessContrast(p=0.3),
         A.OneOf([A.GaussianBlur(blur_limit=(3, 5), p=1.0), A.Defocus(radius=(1, 3), p=1.0)],
                 p=0.2),
@@ -38,10 +35,7 @@ def segmentation_augment(patch_size: int, seed: int) -> A.Compose:
 
     The wide zoom (0.6-1.6) stands for magnification the scale estimate got wrong, so a
     cell is still found whole when the estimate is off, and re-measured (see
-    :mod:`allseg.inference.scale`). Hue shifts up to 36 degrees and 15% greyscale patches
-    keep colour from being the only cue between a nucleus and a darkly stained red cell:
-    a segmenter trained without Raabin's phone photos (5 epochs) took 6.9% of their red
-    cells for leukocytes with the classifier's colour augmentation, 3.2% with this."""
+    :mod:`allseg.inference.scale`)."""
     return A.Compose([
         A.Affine(scale=(0.6, 1.6), rotate=(-180, 180), border_mode=cv2.BORDER_REFLECT_101,
                  p=0.7),
@@ -50,7 +44,7 @@ def segmentation_augment(patch_size: int, seed: int) -> A.Compose:
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
-        *_colour_and_noise(hue_shift_limit=36, grey=0.15),
+        *_colour_and_noise(),
     ], seed=seed)
 
 
