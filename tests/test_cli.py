@@ -90,3 +90,15 @@ def test_predict_with_a_one_stage_model_folder_is_a_clear_error(tmp_path: Path) 
                                  "--out", str(tmp_path / "o")])
     assert result.exit_code == 2
     assert "lacks the classifier stage" in result.output
+
+
+def test_train_init_from_a_missing_folder_names_it(tmp_path: Path) -> None:
+    synth = runner.invoke(app, ["synth", "--layout", "masks", "--n", "2", "--seed", "3",
+                                "--out", str(tmp_path / "data")])
+    assert synth.exit_code == 0, synth.output
+    missing = tmp_path / "no_model_here"
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "data"), "--stage",
+                                 "segmenter", "--out", str(tmp_path / "run"), "--init-from",
+                                 str(missing), "--set", "val_fraction=0.5"])
+    assert result.exit_code == 2, result.output
+    assert "no_model_here" in result.output

@@ -130,3 +130,22 @@ def test_training_without_labels_fails_clearly(tmp_path: Path) -> None:
                              'data=[{ synth = { layout = "masks", n = 2 }, cell_labels = false }]'])
     with pytest.raises(AllsegError, match="no training samples for the classifier"):
         train(cfg)
+
+
+def test_fine_tuning_starts_from_a_model_folders_network(trained: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    """init_from: at a vanishing learning rate the fine-tuned segmenter keeps the folder's
+    weights (a fresh one does not), and its architecture whatever the recipe's arch says."""
+    base_dir, _ = trained
+    base = dict(load_model_folder(base_dir)[0]["segmenter"].named_parameters())
+
+    def largest_change(*extra: str) -> float:
+        run = tmp_path / f"run{len(extra)}"
+        cfg = tiny_config(tmp_path, 'stage="segmenter"', f'out="{run}"', "segmenter.lr=1e-12",
+                          *extra)
+        tuned = load_model_folder(train(cfg))[0]["segmenter"].named_parameters()
+        return max(float((p - base[name]).abs().max()) for name, p in tuned)
+
+    assert largest_change(f'segmenter.init_from="{base_dir}"',
+                          "segmenter.kwargs={ base_channels = 8, depth = 2 }") < 1e-6
+    assert largest_change() > 1e-3

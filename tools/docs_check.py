@@ -76,7 +76,7 @@ def prepare(sandbox: Path) -> dict[str, str]:
     (sandbox / "my_allidb1.toml").write_text(recipe.replace("/data/ALL_IDB1", "ALL_IDB1"),
                                              encoding="utf-8")
     paths = {"/data/ALL_IDB2/img": "ALL_IDB2", "ALL_IDB2/img": "ALL_IDB2",
-             "/data/ALL_IDB1": "ALL_IDB1", "ALL_IDB1/": "ALL_IDB1",
+             "/data/ALL_IDB1": "ALL_IDB1", "ALL_IDB1/": "ALL_IDB1", "/data/my_lab": "ALL_IDB1",
              "path/to/images/": "my_images", "images/": "my_images", "/data/fields": "my_images",
              "BCCD/": str(SHARED / "bccd" / "BCCD"),
              "Dataset 1/": str(SHARED / "zheng_wbc" / "Dataset 1")}

@@ -90,6 +90,10 @@ def train(
         "--resume", help="Continue from the run folder's last checkpoint.")] = False,
     base_model: Annotated[Path | None, typer.Option(
         help="Model folder whose other stage is kept when training one stage.")] = None,
+    init_from: Annotated[str | None, typer.Option(
+        help="Fine-tune: start each trained stage from this model folder's network "
+        "(architecture and weights; 'default' is the bundled model) instead of a fresh one; "
+        "see docs/training.md for learning rates and budgets.")] = None,
     override: Annotated[list[str] | None, typer.Option(
         "--set",
         help="Override any recipe key, e.g. --set segmenter.lr=0.001 (repeatable).")] = None,
@@ -112,6 +116,9 @@ def train(
             overrides.append(f"{key}={_toml_literal(value)}")
     if epochs is not None:
         overrides += [f"segmenter.epochs={epochs}", f"classifier.epochs={epochs}"]
+    if init_from is not None:
+        overrides += [f"{name}.init_from={_toml_literal(init_from)}"
+                      for name in ("segmenter", "classifier")]
     cfg = _or_exit(load_config, config, overrides, list(data or []))
     if not cfg.data:
         raise typer.BadParameter("no training data: give --data FOLDER or a --config with [[data]]")

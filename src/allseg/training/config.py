@@ -118,6 +118,9 @@ class StageConfig(_Strict):
     weight_decay: float = Field(1e-4, ge=0)
     steps_per_epoch: int = Field(50, ge=1)
     patience: int = Field(5, ge=1)
+    #: Fine-tuning: start from this model folder's network of the stage ("default" is the
+    #: bundled model), its architecture and weights, instead of a fresh ``arch``.
+    init_from: str | None = None
 
 
 class SegmenterConfig(StageConfig):

@@ -236,7 +236,8 @@ def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
                           "labels, and the warnings about skipped files above)")
     st = getattr(cfg, stage)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    model = build_model(st.arch, **st.kwargs)
+    model = (build_model(st.arch, **st.kwargs) if st.init_from is None
+             else _initial_model(stage, cfg, st.init_from))
     module = (SegmenterModule if stage == "segmenter" else ClassifierModule)(model, st)
     train_loader, val_loader = _loaders(stage, cfg, data)
     monitor = "val_score" if val_loader is not None else "train_loss"
@@ -264,12 +265,23 @@ def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
     if keep.state is not None:
         model.load_state_dict(keep.state)
     model.eval()
-    summary = {"arch": st.arch, "epochs_run": trainer.current_epoch,
+    summary = {"arch": model.arch, "init_from": st.init_from, "epochs_run": trainer.current_epoch,
                "world_size": trainer.world_size, "global_zero": trainer.is_global_zero,
                "seconds": round(time.perf_counter() - started, 1),
                "n_train": len(data.train), "n_val": len(data.val),
                "best": {k: round(v, 4) for k, v in keep.metrics.items()}}
     return model, summary
+
+
+def _initial_model(stage: str, cfg: TrainConfig, source: str) -> torch.nn.Module:
+    """The network of ``stage`` in the model folder ``source`` (its architecture and
+    weights), to fine-tune."""
+    folder = resolve_model_dir(source)
+    models, meta = load_model_folder(folder)
+    _check_same_geometry(cfg, meta, folder)
+    if stage not in models:
+        raise InputError(folder, f"has no {stage} to start the {stage} from")
+    return models[stage]
 
 
 def _describe_sources(cfg: TrainConfig) -> list[dict]:
@@ -317,6 +329,9 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
     if learning_curve_shares and "classifier" not in cfg.stages():
         raise AllsegError("a learning curve is drawn for the classifier: train --stage "
                           "classifier or both")
+    for stage in cfg.stages():  # a mistyped folder fails now, not after reading the data
+        if (source := getattr(cfg, stage).init_from) is not None:
+            resolve_model_dir(source)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "model"
