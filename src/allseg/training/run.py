@@ -273,12 +273,20 @@ def fit_stage(stage: str, cfg: TrainConfig, data: StageData, run_dir: Path,
     return model, summary
 
 
-def _initial_model(stage: str, cfg: TrainConfig, source: str) -> torch.nn.Module:
-    """The network of ``stage`` in the model folder ``source`` (its architecture and
-    weights), to fine-tune."""
+def _load_matching_folder(cfg: TrainConfig, source: str | Path
+                          ) -> tuple[Path, dict[str, torch.nn.Module], dict]:
+    """A model folder (``--base-model`` or ``init_from``) whose geometry is the recipe's:
+    ``(folder, models, meta)``."""
     folder = resolve_model_dir(source)
     models, meta = load_model_folder(folder)
     _check_same_geometry(cfg, meta, folder)
+    return folder, models, meta
+
+
+def _initial_model(stage: str, cfg: TrainConfig, source: str) -> torch.nn.Module:
+    """The network of ``stage`` in the model folder ``source`` (its architecture and
+    weights), to fine-tune."""
+    folder, models, _ = _load_matching_folder(cfg, source)
     if stage not in models:
         raise InputError(folder, f"has no {stage} to start the {stage} from")
     return models[stage]
@@ -329,9 +337,9 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
     if learning_curve_shares and "classifier" not in cfg.stages():
         raise AllsegError("a learning curve is drawn for the classifier: train --stage "
                           "classifier or both")
-    for stage in cfg.stages():  # a mistyped folder fails now, not after reading the data
+    for stage in cfg.stages():  # a wrong folder fails now, not after reading the data
         if (source := getattr(cfg, stage).init_from) is not None:
-            resolve_model_dir(source)
+            _initial_model(stage, cfg, source)
     run_dir = Path(cfg.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_dir = run_dir / "model"
@@ -341,9 +349,7 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
                   "classes": {"segmenter": list(SEG_CLASSES), "classifier": ["other", "blast"]},
                   "thresholds": dict(DEFAULT_THRESHOLDS), "training": {}}
     if base_model is not None:
-        base_dir = resolve_model_dir(base_model)
-        models, base_meta = load_model_folder(base_dir)
-        _check_same_geometry(cfg, base_meta, base_dir)
+        _, models, base_meta = _load_matching_folder(cfg, base_model)
         meta.update({k: v for k, v in base_meta.items() if k != "training"})
         meta["training"].update(base_meta.get("training", {}))
     if resume and (model_dir / "config.json").exists():
