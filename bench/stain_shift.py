@@ -2,13 +2,15 @@
 
 Every image of TXL-PBC fold 0 and of BCCD ``test`` (both held out of the default recipe)
 is copied with one shift at a time: haematoxylin up and eosin down or the reverse (HED
-space), hue turned by +-20 degrees, a tungsten-yellow white balance, and soft focus with
-heavy JPEG. No pixel moves, so the boxes hold unchanged. Each copy is scored like
+space), hue turned by +-20 degrees, a tungsten-yellow white balance, soft focus with heavy
+JPEG, a photo through an eyepiece (round field, black corners) and a monochrome camera.
+No pixel moves, so the boxes hold unchanged. Each copy is scored like
 ``make eval`` (detection F1 per source, red-cell boxes holding a predicted leukocyte).
 Writes ``bench/stain/results.json`` and prints a Markdown table; the copies are kept in
 ``bench/stain/data`` (gitignored) and reused.
 
     .venv/bin/python bench/stain_shift.py
+    .venv/bin/python bench/stain_shift.py --shifts "monochrome camera"   # rerun one
 """
 
 from __future__ import annotations
@@ -87,6 +89,19 @@ def soft_jpeg(image: np.ndarray) -> np.ndarray:
     return np.asarray(Image.open(buffer))
 
 
+def eyepiece(image: np.ndarray) -> np.ndarray:
+    """A phone on an eyepiece adapter: the round field, its corners black, a soft rim."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    ringed = image.copy()
+    ringed[np.hypot(yy - h / 2, xx - w / 2) > 0.5 * max(h, w)] = 8
+    return cv2.GaussianBlur(ringed, (5, 5), 0)
+
+
+def greyscale(image: np.ndarray) -> np.ndarray:
+    return np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
+
+
 SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "none": lambda image: image,
     "haematoxylin x1.3, eosin x0.7": hed(1.3, 0.7),
@@ -95,6 +110,8 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "hue -20 deg": hue(-20),
     "tungsten white balance": tungsten,
     "blur 1.5 px + JPEG q25": soft_jpeg,
+    "eyepiece photo (round field in black)": eyepiece,
+    "monochrome camera": greyscale,
 }
 
 
@@ -123,12 +140,21 @@ def shifted_copy(source: Source, name: str, shift: Callable[[np.ndarray], np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
+    parser.add_argument("--shifts", help="comma-separated shift names to (re)run; the "
+                        "others keep their figures from results.json")
     args = parser.parse_args()
+    names = list(SHIFTS) if args.shifts is None else args.shifts.split(",")
+    if unknown := [n for n in names if n not in SHIFTS]:
+        parser.error(f"unknown shift(s) {unknown}; choose from {list(SHIFTS)}")
+    chosen = {n: SHIFTS[n] for n in names}
     for source in SOURCES.values():
         if not source.root.is_dir():
             raise SystemExit(f"{source.root} is absent: this benchmark needs ../shared/data")
+    saved = HERE / "results.json"
     results: dict[str, dict] = {}
-    for name, shift in SHIFTS.items():
+    if args.shifts is not None and saved.exists():
+        results = json.loads(saved.read_text())["shifts"]
+    for name, shift in chosen.items():
         results[name] = {}
         for key, source in SOURCES.items():
             root = shifted_copy(source, name, shift)
@@ -138,7 +164,7 @@ def main() -> None:
             per = figures(out, split_by_prefix=key == "txl")
             results[name].update({key if s == "all" else s: v for s, v in per.items()})
         print(name, json.dumps(results[name]), flush=True)
-    write_json_atomic(HERE / "results.json", {"model": args.model, "shifts": results})
+    write_json_atomic(saved, {"model": args.model, "shifts": results})
     columns = ("raabin", "pbc", "bcd", "bccd")
     print("| shift | " + " | ".join(f"{c} F1 (FP/FN)" for c in columns)
           + " | red-cell boxes hit, worst source |")

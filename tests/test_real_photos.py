@@ -15,6 +15,7 @@ import pytest
 
 from allseg.data.readers import open_dataset
 from allseg.evaluation.metrics import boxes_hit
+from allseg.inference.field_of_view import outside_field
 from allseg.inference.predictor import Predictor
 from allseg.io.images import read_image
 
@@ -112,3 +113,26 @@ def test_a_platelet_clump_does_not_overrule_many_red_cells(predictor: Predictor)
     scale = predictor.estimate_scale(shifted)
     assert scale.source == "red-cells"
     assert scale.um_per_px == pytest.approx(record.um_per_px, rel=0.25)
+
+
+def _through_the_eyepiece(image: np.ndarray) -> np.ndarray:
+    """The photo as a phone on an eyepiece adapter takes it: a round field in black."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    ringed = image.copy()
+    ringed[np.hypot(yy - h / 2, xx - w / 2) > 0.48 * min(h, w)] = 8
+    return cv2.GaussianBlur(ringed, (7, 7), 0)
+
+
+def test_the_black_ring_of_an_eyepiece_photo_is_not_cells(predictor: Predictor) -> None:
+    """The dark surround of a round field once came back as five 'leukocytes', three of
+    them 'blasts'; it is the slide's colour to every stage now, and only the surround is."""
+    for path in sorted(SAMPLES.glob("*.jpg")):
+        image = read_image(path)
+        plain = predictor.predict_image(image)
+        ringed = predictor.predict_image(_through_the_eyepiece(image))
+        assert ringed.leukocyte_count == plain.leukocyte_count, path.name
+        assert not any(c.is_blast for c in ringed.cells), path.name
+        assert ringed.um_per_px == pytest.approx(plain.um_per_px, rel=0.35), path.name
+        assert outside_field(image) is None  # an ordinary photo is left alone
+        assert outside_field((image * 0.3).astype(np.uint8)) is None  # so is a dim one

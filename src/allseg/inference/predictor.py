@@ -17,6 +17,7 @@ import numpy as np
 from allseg.errors import ModelError
 from allseg.inference import leukocyte_ruler as ruler
 from allseg.inference.backends import make_runner
+from allseg.inference.field_of_view import blank_outside_field
 from allseg.inference.models import resolve_model_dir
 from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
@@ -79,7 +80,7 @@ class Predictor:
 
     def estimate_scale(self, image: np.ndarray) -> ResolvedScale:
         """The image's µm per pixel, as ``predict_image`` estimates it."""
-        return self._scale_and_segment(image, None, None)[0]
+        return self._scale_and_segment(blank_outside_field(image), None, None)[0]
 
     def predict_path(self, path: str | Path, um_per_px: float | None = None,
                      cell_diameter_px: float | None = None) -> tuple[ImageResult, np.ndarray]:
@@ -106,6 +107,7 @@ class Predictor:
             clock = now
 
         start = clock
+        image = blank_outside_field(image)  # a photo through the eyepiece: its black ring
         resolved, seg = self._scale_and_segment(image, um_per_px, cell_diameter_px, lap)
         scale = resolved.um_per_px
         lap("segmenter")

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from allseg.data.ruler import RBC_DIAMETER_UM
+from allseg.inference.field_of_view import blank_outside_field
 
 #: First pass: every image is resampled to this longest side, whatever its magnification,
 #: so a crop's few red cells and a field's many are measured alike (and a resized copy of
@@ -239,6 +240,7 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
+    image = blank_outside_field(image)  # an eyepiece's black ring is not red cells
     side = max(image.shape[:2])
     if side >= 2 * LOCAL_FIRST_PASS_SIDE:
         # A wide field may have dim corners that one slide colour takes for a cell: look at
