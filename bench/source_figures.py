@@ -10,6 +10,8 @@ import csv
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 
 def _f1(tp: int, fp: int, fn: int) -> float:
     return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
@@ -25,7 +27,8 @@ def source_of(image: str, split_by_prefix: bool) -> str:
 
 
 def figures(eval_dir: Path, split_by_prefix: bool = False) -> dict[str, dict[str, float]]:
-    """Detection F1, red-cell boxes hit and Dice per source, from the per-image rows."""
+    """Detection F1, red-cell boxes hit, Dice and scale error per source, from the
+    per-image rows."""
     rows = list(csv.DictReader((eval_dir / "per_image.csv").open(encoding="utf-8")))
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -42,6 +45,9 @@ def figures(eval_dir: Path, split_by_prefix: bool = False) -> dict[str, dict[str
             figs["fp"], figs["fn"] = total("box_fp"), total("box_fn")
         if any(r.get("red_cells") for r in group):
             figs["red_cells_hit_rate"] = total("red_cells_hit") / max(1, total("red_cells"))
+        if errors := [abs(float(r["scale_error"])) for r in group if r.get("scale_error")]:
+            figs["scale_error_median"] = float(np.median(errors))
+            figs["scale_error_p95"] = float(np.percentile(errors, 95))
         for part in ("nucleus", "cell"):
             if any(r.get(f"{part}_tp") for r in group):
                 figs[f"{part}_dice"] = _f1(total(f"{part}_tp"), total(f"{part}_fp"),

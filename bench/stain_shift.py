@@ -118,7 +118,8 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 def shifted_copy(source: Source, name: str, shift: Callable[[np.ndarray], np.ndarray]
                  ) -> Path:
     """A copy of ``source``'s scored images with ``shift`` applied (built once, reused)."""
-    root = HERE / "data" / source.fmt / "".join(c if c.isalnum() else "_" for c in name)
+    spelled = name.replace("+", "plus").replace("-", "minus")  # "hue +20" is not "hue -20"
+    root = HERE / "data" / source.fmt / "".join(c if c.isalnum() else "_" for c in spelled)
     if (root / ".complete").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
@@ -167,13 +168,14 @@ def main() -> None:
     write_json_atomic(saved, {"model": args.model, "shifts": results})
     columns = ("raabin", "pbc", "bcd", "bccd")
     print("| shift | " + " | ".join(f"{c} F1 (FP/FN)" for c in columns)
-          + " | red-cell boxes hit, worst source |")
-    print("| --- " * (len(columns) + 2) + "|")
+          + " | red-cell boxes hit, worst source | scale error p95, worst source |")
+    print("| --- " * (len(columns) + 3) + "|")
     for name, per in results.items():
         cells = [f"{per[c]['detection_f1']:.3f} ({per[c]['fp']}/{per[c]['fn']})"
                  for c in columns]
         hit = max(per[c]["red_cells_hit_rate"] for c in columns)
-        print(f"| {name} | {' | '.join(cells)} | {hit:.2%} |")
+        scale = max(per[c]["scale_error_p95"] for c in columns)
+        print(f"| {name} | {' | '.join(cells)} | {hit:.2%} | {scale:.0%} |")
 
 
 if __name__ == "__main__":

@@ -422,3 +422,26 @@ def test_weak_box_masks_are_not_blast_labels(voc: Path) -> None:
     summary = evaluate_dataset(RedCellTakenForALeukocyte(dataset, flip={}), dataset,
                                progress=False).summary()
     assert "leukocyte_boxes" in summary and "blast_points" not in summary
+
+
+class ScaleOff(FakePredictor):
+    """The fake predictor, its scale ``factor`` times the truth for the first image."""
+
+    def __init__(self, dataset, factor: float) -> None:
+        super().__init__(dataset)
+        self.first, self.factor = dataset.items[0].stem, factor
+
+    def predict_image(self, image, name="image", um_per_px=None, cell_diameter_px=None):
+        result = super().predict_image(image, name, um_per_px, cell_diameter_px)
+        if Path(name).stem == self.first:
+            result.um_per_px *= self.factor
+        return result
+
+
+def test_scale_error_against_the_stated_scale(masks_dataset) -> None:
+    result = evaluate_dataset(ScaleOff(masks_dataset, 1.5), masks_dataset, progress=False)
+    errors = [row["scale_error"] for row in result.per_image]
+    assert errors == pytest.approx([0.5, 0.0, 0.0])
+    scale = result.summary()["scale"]
+    assert scale["images"] == 3 and scale["max_abs_error"] == pytest.approx(0.5)
+    assert scale["median_abs_error"] == pytest.approx(0.0)

@@ -10,6 +10,8 @@ Per image, each kind of label present is scored:
   centroids against true blast centroids (``points``, else the centroids of instances
   labelled blast) within half a leukocyte diameter;
 - ``boxes``: every predicted leukocyte centroid against the boxes;
+- ``um_per_px`` (stated, or from the red-cell boxes): the estimated scale's relative
+  error (``scale_error``, predicted / true - 1);
 - ``image_label``: the verdict, scored by the image's highest blast probability;
 - ``crop_label`` (ALL-IDB2 crops): the crop is predicted as an image and the cell nearest
   the crop centre stands for it (probability 0, "not blast", when no cell is found);
@@ -138,6 +140,9 @@ def score_image(result: ImageResult, record: Record, point_radius_um: float | No
         hit, scored = boxes_hit(centroids, record.red_cell_boxes, unless_in=record.boxes
                                 if record.boxes is not None else ())
         row |= {"red_cells": scored, "red_cells_hit": hit}
+    if record.um_per_px:
+        row |= {"true_um_per_px": record.um_per_px,
+                "scale_error": result.um_per_px / record.um_per_px - 1.0}
     if record.image_label is not None:
         probs = [c.blast_probability for c in result.cells]
         row |= {"image_label": int(record.image_label), "verdict": result.verdict,
@@ -197,6 +202,11 @@ class EvalResult:
             boxes, hit = (sum(r[k] for r in scored) for k in ("red_cells", "red_cells_hit"))
             out["red_cell_boxes"] = {"images": len(scored), "boxes": boxes, "hit": hit,
                                      "hit_rate": hit / boxes if boxes else 0.0}
+        if scored := _rows_with(rows, "scale_error"):
+            error = np.abs([r["scale_error"] for r in scored])
+            out["scale"] = {"images": len(scored), "median_abs_error": float(np.median(error)),
+                            "p95_abs_error": float(np.percentile(error, 95)),
+                            "max_abs_error": float(error.max())}
         for level in ("image", "crop"):
             if scored := _rows_with(rows, f"{level}_label"):
                 out[f"{level}_level"] = binary_classification(

@@ -46,22 +46,22 @@ def outside_field(image: np.ndarray) -> np.ndarray | None:
     >>> outside_field(np.full((50, 50, 3), 220, np.uint8)) is None
     True
     """
-    brightness = image.max(axis=2)
+    h, w = image.shape[:2]
+    factor = min(1.0, WORK_SIDE / max(h, w))
+    small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))),
+                       interpolation=cv2.INTER_AREA) if factor < 1 else image
+    brightness = np.maximum(np.maximum(small[..., 0], small[..., 1]), small[..., 2])
     cut = min(MAX_DARK_LEVEL, MAX_DARK_SHARE * _slide_level(brightness))
     frame = np.concatenate([brightness[0], brightness[-1], brightness[:, 0], brightness[:, -1]])
     if not (frame < cut).any():  # the usual photo: nothing dark touches the border
         return None
-    h, w = brightness.shape
-    factor = min(1.0, WORK_SIDE / max(h, w))
-    small = cv2.resize(brightness, (max(1, round(w * factor)), max(1, round(h * factor))),
-                       interpolation=cv2.INTER_AREA) if factor < 1 else brightness
-    dark = (small < cut).astype(np.uint8)
+    dark = (brightness < cut).astype(np.uint8)
     n, labels = cv2.connectedComponents(dark, connectivity=8)
     border = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
     surround = np.isin(labels, border[border > 0])
     if surround.mean() < MIN_SURROUND_SHARE:
         return None
-    rim = max(1, round(RIM_SHARE * min(small.shape)))
+    rim = max(1, round(RIM_SHARE * min(brightness.shape)))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * rim + 1, 2 * rim + 1))
     surround = cv2.dilate(surround.astype(np.uint8), kernel)
     if factor < 1:
@@ -69,10 +69,8 @@ def outside_field(image: np.ndarray) -> np.ndarray | None:
     return surround.astype(bool)
 
 
-def blank_outside_field(image: np.ndarray) -> np.ndarray:
-    """The image with its surround (see :func:`outside_field`) painted the slide's colour;
-    the image itself when it has none."""
-    surround = outside_field(image)
+def paint_slide(image: np.ndarray, surround: np.ndarray | None) -> np.ndarray:
+    """The image with its ``surround`` pixels painted the colour of the slide inside."""
     if surround is None or surround.all():
         return image
     inside = image[~surround]
@@ -81,3 +79,9 @@ def blank_outside_field(image: np.ndarray) -> np.ndarray:
     blanked = image.copy()
     blanked[surround] = np.round(slide).astype(np.uint8)
     return blanked
+
+
+def blank_outside_field(image: np.ndarray) -> np.ndarray:
+    """The image with its surround (see :func:`outside_field`) painted the slide's colour;
+    the image itself when it has none."""
+    return paint_slide(image, outside_field(image))

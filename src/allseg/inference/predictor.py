@@ -7,7 +7,6 @@ original resolution -> per-cell features -> stage-2 crops -> P(blast) -> verdict
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +79,7 @@ class Predictor:
 
     def estimate_scale(self, image: np.ndarray) -> ResolvedScale:
         """The image's µm per pixel, as ``predict_image`` estimates it."""
-        return self._scale_and_segment(blank_outside_field(image), None, None)[0]
+        return self._scale_and_segment(blank_outside_field(image), resolve_scale(image))[0]
 
     def predict_path(self, path: str | Path, um_per_px: float | None = None,
                      cell_diameter_px: float | None = None) -> tuple[ImageResult, np.ndarray]:
@@ -107,8 +106,12 @@ class Predictor:
             clock = now
 
         start = clock
-        image = blank_outside_field(image)  # a photo through the eyepiece: its black ring
-        resolved, seg = self._scale_and_segment(image, um_per_px, cell_diameter_px, lap)
+        # The red cells are measured on the photo itself (estimate_scale knows an eyepiece's
+        # black ring); the segmenter sees the ring painted the slide's colour.
+        first = resolve_scale(image, um_per_px, cell_diameter_px)
+        image = blank_outside_field(image)
+        lap("scale")
+        resolved, seg = self._scale_and_segment(image, first)
         scale = resolved.um_per_px
         lap("segmenter")
         parts, instances, boxes = upsample_instances(seg.class_prob, seg.instances, image)
@@ -129,21 +132,17 @@ class Predictor:
                            cells=results, model=self.model_info, timings=timings, parts=parts,
                            instances=instances)
 
-    def _scale_and_segment(self, image: np.ndarray, um_per_px: float | None,
-                           cell_diameter_px: float | None,
-                           lap: Callable[[str], None] = lambda stage: None,
+    def _scale_and_segment(self, image: np.ndarray, first: ResolvedScale
                            ) -> tuple[ResolvedScale, Segmentation]:
         """The scale to predict at, and the segmentation at that scale.
 
-        Red cells give the first estimate. The leukocytes segmented at it check it: if the
-        red cells were too few, or the leukocytes come out implausibly large (or small,
-        when the red cells were few: see ``ruler.overrules``), the leukocytes become the
-        ruler: found by :meth:`_probe`, then measured and rescaled until they have a
-        typical size (Cellpose's size model), and weighed with whatever red cells there
-        were.
+        ``first`` is the user's scale or the red cells' estimate. The leukocytes segmented
+        at it check it: if the red cells were too few, or the leukocytes come out
+        implausibly large (or small, when the red cells were few: see
+        ``ruler.overrules``), the leukocytes become the ruler: found by :meth:`_probe`,
+        then measured and rescaled until they have a typical size (Cellpose's size
+        model), and weighed with whatever red cells there were.
         """
-        first = resolve_scale(image, um_per_px, cell_diameter_px)
-        lap("scale")
         seg = self._segment(image, first.um_per_px)
         if first.source == "user":
             return first, seg

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from allseg.data.ruler import RBC_DIAMETER_UM
-from allseg.inference.field_of_view import blank_outside_field
+from allseg.inference.field_of_view import outside_field, paint_slide
 
 #: First pass: every image is resampled to this longest side, whatever its magnification,
 #: so a crop's few red cells and a field's many are measured alike (and a resized copy of
@@ -112,16 +112,17 @@ def _slide_colour(blurred: np.ndarray) -> np.ndarray:
     return cv2.resize(slide, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _foreground(image: np.ndarray, nuclei: np.ndarray) -> np.ndarray:
+def _foreground(image: np.ndarray, nuclei: np.ndarray, surround: np.ndarray) -> np.ndarray:
     """Cells versus slide: Otsu on the colour distance from the local slide colour.
 
     The threshold is chosen on pixels outside nuclei: a dark nucleus in a crop of pale
     red cells would otherwise take the threshold for itself and leave the red cells out.
+    Nor does the painted surround of an eyepiece photo count (``surround``).
     """
     blurred = cv2.GaussianBlur(image, (5, 5), 0)
     difference = cv2.absdiff(blurred, _slide_colour(blurred))
     distance = cv2.transform(difference, np.full((1, 3), 1.0 / 3.0))  # mean |difference|
-    outside = distance[nuclei == 0]
+    outside = distance[(nuclei == 0) & ~surround]
     if outside.size == 0:
         return np.ones(distance.shape, np.uint8)
     scaled = cv2.convertScaleAbs(outside, alpha=255.0 / max(int(outside.max()), 1))
@@ -161,9 +162,11 @@ def _nuclei(image: np.ndarray) -> np.ndarray:
     return purple.astype(np.uint8)
 
 
-def _opened_area(dist: np.ndarray, radius: float, counted: np.ndarray) -> int:
-    """Counted pixels covered by some inscribed disc of ``radius`` (area of the opening)."""
-    core = (dist >= radius).astype(np.uint8)
+def _opened_area(dist: np.ndarray, radius: float, counted: np.ndarray,
+                 centres: np.ndarray) -> int:
+    """Counted pixels covered by some inscribed disc of ``radius`` (area of the opening)
+    centred on a ``centres`` pixel."""
+    core = ((dist >= radius) & centres).astype(np.uint8)
     if not core.any():
         return 0
     to_core = cv2.distanceTransform(1 - core, cv2.DIST_L2, _DIST_MASK)
@@ -171,18 +174,19 @@ def _opened_area(dist: np.ndarray, radius: float, counted: np.ndarray) -> int:
 
 
 def _median_thickness(
-    dist: np.ndarray, counted: np.ndarray, lo: float, hi: float, steps: int
+    dist: np.ndarray, counted: np.ndarray, centres: np.ndarray, lo: float, hi: float,
+    steps: int,
 ) -> float:
     """Radius in ``[lo, hi]`` at which the opening keeps half the counted area.
 
     Geometric bisection: each step costs one distance transform; 0 if even ``lo`` fails.
     """
     half = 0.5 * np.count_nonzero(counted)
-    if _opened_area(dist, lo, counted) < half:
+    if _opened_area(dist, lo, counted, centres) < half:
         return 0.0
     for _ in range(steps):
         mid = (lo * hi) ** 0.5
-        lo, hi = (mid, hi) if _opened_area(dist, mid, counted) >= half else (lo, mid)
+        lo, hi = (mid, hi) if _opened_area(dist, mid, counted, centres) >= half else (lo, mid)
     return (lo * hi) ** 0.5
 
 
@@ -199,31 +203,44 @@ def _leukocyte_zone(nuclei: np.ndarray, radius: float) -> np.ndarray:
     return to_nucleus <= LEUKOCYTE_ZONE_RADII * radius
 
 
-def _red_cell_radius(image: np.ndarray) -> tuple[float, float]:
-    """Typical red-cell radius and red-cell area (working pixels); 0 radius if none."""
+def _red_cell_radius(image: np.ndarray, surround: np.ndarray) -> tuple[float, float]:
+    """Typical red-cell radius and red-cell area (working pixels); 0 radius if none.
+
+    The ``surround`` of an eyepiece photo is treated like the world beyond the image
+    border: cells it cuts keep their thickness, and nothing in it is measured.
+    """
     nuclei = _nuclei(image)
-    fg = _foreground(image, nuclei)
+    fg = _foreground(image, nuclei, surround)
     if fg.all() or not fg.any():
         return 0.0, 0.0
-    dist = cv2.distanceTransform(fg, cv2.DIST_L2, _DIST_MASK)
-    counted = fg.astype(bool) & (nuclei == 0)
+    dist = cv2.distanceTransform(fg | surround, cv2.DIST_L2, _DIST_MASK)
+    counted = fg.astype(bool) & (nuclei == 0) & ~surround
+    centres = ~surround
     if not counted.any():
         return 0.0, 0.0
     # First pass sizes the leukocyte zone; the second, a narrow search around the first
     # answer, measures the red cells outside it.
-    radius = _median_thickness(dist, counted, MIN_RADIUS_PX, float(dist.max()) + 1.0, 8)
+    radius = _median_thickness(dist, counted, centres, MIN_RADIUS_PX,
+                               float(dist[centres].max()) + 1.0, 8)
     zone = _leukocyte_zone(nuclei, radius) if radius > 0 else None
     if zone is not None and zone.any():
         counted &= ~zone
         lo = max(MIN_RADIUS_PX, 0.6 * radius)
-        radius = _median_thickness(dist, counted, lo, 1.6 * radius, 6) if counted.any() else 0.0
+        radius = (_median_thickness(dist, counted, centres, lo, 1.6 * radius, 6)
+                  if counted.any() else 0.0)
     return radius, float(np.count_nonzero(counted))
 
 
-def _measure(image: np.ndarray, factor: float) -> tuple[float, float]:
+def _measure(image: np.ndarray, surround: np.ndarray, factor: float) -> tuple[float, float]:
     """Red-cell diameter in the image's own pixels (0 if none) and the number of red
     cells' worth of area, measured on a copy resampled by ``factor``."""
-    radius, area = _red_cell_radius(_resample(image, factor))
+    small = _resample(image, factor)
+    if surround.any():
+        surround = cv2.resize(surround.astype(np.uint8), small.shape[1::-1],
+                              interpolation=cv2.INTER_NEAREST)
+    else:
+        surround = np.zeros(small.shape[:2], np.uint8)
+    radius, area = _red_cell_radius(small, surround.astype(bool))
     if radius <= 0:
         return 0.0, 0.0
     return 2.0 * radius * BOX_PER_INSCRIBED / factor, area / (np.pi * radius**2)
@@ -240,7 +257,11 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
-    image = blank_outside_field(image)  # an eyepiece's black ring is not red cells
+    # An eyepiece photo's black surround is neither red cells nor slide.
+    surround = outside_field(image)
+    image = paint_slide(image, surround)
+    if surround is None:
+        surround = np.zeros(image.shape[:2], bool)
     side = max(image.shape[:2])
     if side >= 2 * LOCAL_FIRST_PASS_SIDE:
         # A wide field may have dim corners that one slide colour takes for a cell: look at
@@ -249,14 +270,14 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
         factor = 1.0 / -(-side // LOCAL_FIRST_PASS_SIDE)
     else:
         factor = FIRST_PASS_SIDE / side
-    diameter, n_cells = _measure(image, factor)
+    diameter, n_cells = _measure(image, surround, factor)
     if diameter > 0 and not (side >= 2 * LOCAL_FIRST_PASS_SIDE
                              and abs(np.log(diameter * factor / TARGET_DIAMETER_PX)) < np.log(1.5)):
         # Second look, unless a wide field's first look already saw red cells near the
         # target size.
         factor = float(np.clip(TARGET_DIAMETER_PX / diameter, MIN_WORK_SIDE / side,
                                MAX_WORK_SIDE / side))
-        second, second_cells = _measure(image, factor)
+        second, second_cells = _measure(image, surround, factor)
         if second > 0:
             diameter, n_cells = second, second_cells
     if diameter <= 0:
