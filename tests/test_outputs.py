@@ -68,7 +68,7 @@ def test_all_image_outputs(tmp_path: Path) -> None:
 
     doc = json.loads(paths["json"].read_text(encoding="utf-8"))
     assert list(doc) == ["image", "width", "height", "um_per_px", "scale_source",
-                         "scale_confidence", "verdict",
+                         "scale_confidence", "monochrome", "verdict",
                          "blast_count", "leukocyte_count", "cells", "model", "timings",
                          "disclaimer"]
     assert doc["image"] == "data/Im001_1.jpg"

@@ -138,3 +138,21 @@ def test_extra_formats_coco_and_imagej(run_dir: Path, predictor: Predictor,
         assert len(names) == len(data["cells"])
         roi = ImagejRoi.frombytes(archive.read(names[0]))
         assert len(roi.coordinates()) == len(data["cells"][0]["contour"])
+
+
+def test_a_monochrome_photo_is_recoloured_and_said_once(
+        tmp_path: Path, predictor: Predictor, field: tuple[np.ndarray, float],
+        capsys: pytest.CaptureFixture) -> None:
+    """A grey camera's photos are flagged in S.json and named in one warning per run."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    grey = Image.fromarray(field[0]).convert("L")
+    for name in ("grey_a.png", "grey_b.png"):
+        grey.save(folder / name)
+    Image.fromarray(field[0]).save(folder / "colour.png")
+    predict_files(predictor, [folder], tmp_path / "out", progress=False, um_per_px=field[1])
+    flags = {name: json.loads((tmp_path / "out" / f"{name}.json").read_text())["monochrome"]
+             for name in ("grey_a", "grey_b", "colour")}
+    assert flags == {"grey_a": True, "grey_b": True, "colour": False}
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "no colour" in line]
+    assert len(warnings) == 1 and "2 of 3 image(s)" in warnings[0]

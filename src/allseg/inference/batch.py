@@ -108,17 +108,25 @@ def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: s
     if rank == 0:
         writer.close()
         write_extra_formats(out_dir, done, list(formats))
-        warn_unsure_scales([doc for _, doc in done])
+        warn_about_inputs([doc for _, doc in done])
     return writer
 
 
-def warn_unsure_scales(docs: list[dict]) -> None:
-    """One line on stderr for the whole run naming the images whose scale is a guess."""
+def warn_about_inputs(docs: list[dict]) -> None:
+    """One line on stderr for the whole run per kind of doubtful input: images whose
+    scale is a guess, and photos of a monochrome camera."""
+    total = len(docs)
     unsure = [doc["image"] for doc in docs if is_unsure(doc.get("scale_confidence"))]
     if unsure:
-        print(f"warning: the pixel size of {len(unsure)} of {len(docs)} image(s) was estimated "
+        print(f"warning: the pixel size of {len(unsure)} of {total} image(s) was estimated "
               f"with low confidence (e.g. {Path(unsure[0]).name}; see scale_source and "
               "scale_confidence in S.json); pass --um-per-px if you know it", file=sys.stderr)
+    grey = [doc["image"] for doc in docs if doc.get("monochrome")]
+    if grey:
+        print(f"warning: {len(grey)} of {total} image(s) have no colour (e.g. "
+              f"{Path(grey[0]).name}; a monochrome camera?): they were given a stained "
+              "smear's colours, but allseg finds fewer leukocytes in them than in colour "
+              "photos (docs/model-card.md); use a colour camera if you can", file=sys.stderr)
 
 
 def _failure(path: Path, exc: Exception) -> Failure:

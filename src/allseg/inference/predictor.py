@@ -18,6 +18,7 @@ from allseg.inference import leukocyte_ruler as ruler
 from allseg.inference.backends import make_runner
 from allseg.inference.field_of_view import blank_outside_field
 from allseg.inference.models import resolve_model_dir
+from allseg.inference.monochrome import in_colour
 from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
 from allseg.io.images import read_image
@@ -79,6 +80,7 @@ class Predictor:
 
     def estimate_scale(self, image: np.ndarray) -> ResolvedScale:
         """The image's µm per pixel, as ``predict_image`` estimates it."""
+        image = in_colour(image)[0]
         return self._scale_and_segment(blank_outside_field(image), resolve_scale(image))[0]
 
     def predict_path(self, path: str | Path, um_per_px: float | None = None,
@@ -106,6 +108,7 @@ class Predictor:
             clock = now
 
         start = clock
+        image, monochrome = in_colour(image)  # the networks know stained smears in colour
         # The red cells are measured on the photo itself (estimate_scale knows an eyepiece's
         # black ring); the segmenter sees the ring painted the slide's colour.
         first = resolve_scale(image, um_per_px, cell_diameter_px)
@@ -129,8 +132,8 @@ class Predictor:
         confidence = None if resolved.confidence is None else round(resolved.confidence, 3)
         return ImageResult(image=name, width=w, height=h, um_per_px=round(scale, 5),
                            scale_source=resolved.source, scale_confidence=confidence,
-                           cells=results, model=self.model_info, timings=timings, parts=parts,
-                           instances=instances)
+                           monochrome=monochrome, cells=results, model=self.model_info,
+                           timings=timings, parts=parts, instances=instances)
 
     def _scale_and_segment(self, image: np.ndarray, first: ResolvedScale
                            ) -> tuple[ResolvedScale, Segmentation]:

@@ -78,6 +78,8 @@ class ImageResult:
     instances: np.ndarray = field(repr=False, compare=False)
     #: How sure the estimated scale is, 0..1 (below 0.5: unsure); None when given.
     scale_confidence: float | None = None
+    #: The photo had no colour (a monochrome camera) and was recoloured before prediction.
+    monochrome: bool = False
     disclaimer: str = DISCLAIMER
 
     @property
@@ -100,7 +102,7 @@ class ImageResult:
     def to_json(self) -> dict[str, Any]:
         return {"image": self.image, "width": self.width, "height": self.height,
                 "um_per_px": self.um_per_px, "scale_source": self.scale_source,
-                "scale_confidence": self.scale_confidence,
+                "scale_confidence": self.scale_confidence, "monochrome": self.monochrome,
                 "verdict": self.verdict, "blast_count": self.blast_count,
                 "leukocyte_count": self.leukocyte_count,
                 "cells": [cell.to_json() for cell in self.cells],

@@ -137,7 +137,9 @@ function render(result) {
   verdict.textContent = `${result.verdict}: ${result.blast_count} blast(s) among ` +
     `${result.leukocyte_count} leukocyte(s) · scale ${fmt(result.um_per_px, 3)} µm/px ` +
     `(${result.scale_source}${result.scale_confidence !== null &&
-      result.scale_confidence < 0.5 ? ", unsure: give it if you know it" : ""}) · ${result.image}`;
+      result.scale_confidence < 0.5 ? ", unsure: give it if you know it" : ""}) · ` +
+    (result.monochrome ? "no colour (monochrome camera?): fewer leukocytes found · " : "") +
+    result.image;
   $("details").innerHTML = '<dd class="muted">Hover or click a cell.</dd>';
   drawContours(result);
   fillTable(result);
