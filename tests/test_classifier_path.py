@@ -14,12 +14,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from allseg.cli import app
 from allseg.data.labels_table import read_labels_table, stem_key
 from allseg.data.readers import detect_format, open_dataset
 from allseg.errors import AllsegError, InputError
+from allseg.inference.monochrome import is_monochrome
 from allseg.synth import write_dataset
 from allseg.training.config import load_config
 from allseg.training.datasets import CellCropDataset
@@ -156,3 +158,17 @@ def test_one_class_only_is_refused_clearly(class_folders: Path, tmp_path: Path) 
     with pytest.warns(UserWarning, match="broken.png"), \
             pytest.raises(AllsegError, match="training cells are all normal cells"):
         train(recipe(tmp_path, f'path = "{only_normal}"\num_per_px = 0.1\nmasks = false'))
+
+
+def test_monochrome_crops_are_trained_as_the_predictor_sees_them(
+        class_folders: Path, tmp_path: Path) -> None:
+    """A grey camera's crops are given a stained smear's colours for training too: the
+    predictor recolours such photos, so a model trained on them must see them recoloured."""
+    grey = tmp_path / "grey"
+    for path in class_folders.rglob("*.tif"):
+        target = grey / path.relative_to(class_folders)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").save(target)
+    cfg = recipe(tmp_path, f'path = "{grey}"\num_per_px = 0.1\nmasks = false')
+    crops = [s.crop for s in collect_samples(cfg, tmp_path)["classifier"].train]
+    assert crops and all(not is_monochrome(crop) for crop in crops)

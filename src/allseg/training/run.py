@@ -24,6 +24,7 @@ from allseg.data.labels_table import ImageLabels, apply_labels, read_labels_tabl
 from allseg.data.readers import open_dataset
 from allseg.errors import AllsegError, InputError
 from allseg.inference.models import resolve_model_dir
+from allseg.inference.monochrome import in_colour
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
 from allseg.training.blast_head import fit_blast_head
 from allseg.training.config import DataSource, TrainConfig
@@ -103,6 +104,7 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                     raise
                 dataset.warn(f"skipped: {exc}")
                 continue
+            record.image = in_colour(record.image)[0]  # as the predictor will see it
             if table is not None:
                 if (labels := table.get(stem_key(record.name))) is None:
                     unlisted.append(record.name)
