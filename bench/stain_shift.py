@@ -3,7 +3,8 @@
 Every image of TXL-PBC fold 0 and of BCCD ``test`` (both held out of the default recipe)
 is copied with one shift at a time: haematoxylin up and eosin down or the reverse (HED
 space), hue turned by +-20 degrees, a tungsten-yellow white balance, soft focus with heavy
-JPEG, a photo through an eyepiece (round field, black corners) and a monochrome camera.
+JPEG, an under-exposed, a washed-out and a vignetting camera, a photo through an eyepiece
+(round field, black corners) and a monochrome camera.
 No pixel moves, so the boxes hold unchanged. Each copy is scored like
 ``make eval`` (detection F1 per source, red-cell boxes holding a predicted leukocyte).
 Writes ``bench/stain/results.json`` and prints a Markdown table; the copies are kept in
@@ -83,6 +84,23 @@ def tungsten(image: np.ndarray) -> np.ndarray:
     return np.clip(image * np.array([1.05, 0.95, 0.7]) * 0.85, 0, 255).astype(np.uint8)
 
 
+def exposure(gain: float, gamma: float = 1.0, floor: float = 0.0
+             ) -> Callable[[np.ndarray], np.ndarray]:
+    """A darker (gain < 1) or washed-out (floor > 0, gamma < 1) camera."""
+    def shift(image: np.ndarray) -> np.ndarray:
+        level = (image / 255.0) ** gamma
+        return np.clip(255 * gain * (floor + (1 - floor) * level), 0, 255).astype(np.uint8)
+    return shift
+
+
+def vignetting(image: np.ndarray) -> np.ndarray:
+    """Corners darkened to 45% of the centre's brightness, falling off with radius²."""
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[:h, :w]
+    radius = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2)) / np.sqrt(2)
+    return np.clip(image * (1 - 0.55 * radius[..., None] ** 2), 0, 255).astype(np.uint8)
+
+
 def soft_jpeg(image: np.ndarray) -> np.ndarray:
     buffer = io.BytesIO()
     Image.fromarray(cv2.GaussianBlur(image, (0, 0), 1.5)).save(buffer, "JPEG", quality=25)
@@ -110,6 +128,9 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "hue -20 deg": hue(-20),
     "tungsten white balance": tungsten,
     "blur 1.5 px + JPEG q25": soft_jpeg,
+    "under-exposed (x0.55)": exposure(0.55),
+    "washed out (gamma 0.7, black at 35%)": exposure(1.0, gamma=0.7, floor=0.35),
+    "vignetting (corners at 45%)": vignetting,
     "eyepiece photo (round field in black)": eyepiece,
     "monochrome camera": greyscale,
 }
