@@ -11,7 +11,7 @@ Writes ``bench/stain/results.json`` and prints a Markdown table; the copies are 
 ``bench/stain/data`` (gitignored) and reused.
 
     .venv/bin/python bench/stain_shift.py
-    .venv/bin/python bench/stain_shift.py --shifts "monochrome camera"   # rerun one
+    .venv/bin/python bench/stain_shift.py --shift "monochrome camera"   # rerun one
 """
 
 from __future__ import annotations
@@ -162,10 +162,11 @@ def shifted_copy(source: Source, name: str, shift: Callable[[np.ndarray], np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="default")
-    parser.add_argument("--shifts", help="comma-separated shift names to (re)run; the "
-                        "others keep their figures from results.json")
+    parser.add_argument("--shift", dest="shifts", action="append",
+                        help="a shift to (re)run, repeatable (names hold commas); the others "
+                        "keep their figures from results.json")
     args = parser.parse_args()
-    names = list(SHIFTS) if args.shifts is None else args.shifts.split(",")
+    names = list(SHIFTS) if args.shifts is None else args.shifts
     if unknown := [n for n in names if n not in SHIFTS]:
         parser.error(f"unknown shift(s) {unknown}; choose from {list(SHIFTS)}")
     chosen = {n: SHIFTS[n] for n in names}

@@ -18,7 +18,6 @@ from allseg.data.readers import open_dataset
 from allseg.evaluation.metrics import boxes_hit, match_points_to_boxes
 from allseg.inference.field_of_view import outside_field
 from allseg.inference.predictor import Predictor
-from allseg.inference.scale import estimate_scale
 from allseg.io.images import read_image
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "allseg" / "samples"
@@ -138,25 +137,6 @@ def test_the_black_ring_of_an_eyepiece_photo_is_not_cells(predictor: Predictor) 
         assert ringed.um_per_px == pytest.approx(plain.um_per_px, rel=0.35), path.name
         assert outside_field(image) is None  # an ordinary photo is left alone
         assert outside_field((image * 0.3).astype(np.uint8)) is None  # so is a dim one
-
-
-def _vignetted(image: np.ndarray) -> np.ndarray:
-    """A camera that darkens the corners to 45% of the centre."""
-    h, w = image.shape[:2]
-    yy, xx = np.mgrid[:h, :w]
-    radius = np.hypot((yy - h / 2) / (h / 2), (xx - w / 2) / (w / 2)) / np.sqrt(2)
-    return np.clip(image * (1 - 0.55 * radius[..., None] ** 2), 0, 255).astype(np.uint8)
-
-
-def test_dark_corners_are_slide_not_red_cells() -> None:
-    """Vignetting once turned a BCCD photo's dim corners into one huge 'red cell': the
-    scale fell to the leukocyte ruler and came out 3.8x too coarse. The slide's colour is
-    now a smooth surface that follows the corners."""
-    for path in sorted(SAMPLES.glob("*.jpg")):
-        image = read_image(path)
-        plain, dark = estimate_scale(image), estimate_scale(_vignetted(image))
-        assert dark.reliable, path.name
-        assert dark.um_per_px == pytest.approx(plain.um_per_px, rel=0.15), path.name
 
 
 def _monochrome(image: np.ndarray) -> np.ndarray:

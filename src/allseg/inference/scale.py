@@ -37,7 +37,7 @@ MIN_WORK_SIDE, MAX_WORK_SIDE = 96, 1024
 #: Granulometry measures the largest disc inscribed in a red cell; boxes drawn around red
 #: cells (the ruler of BCCD and TXL-PBC, 7.5 µm) are this much wider. Fitted on tuning
 #: images only (BCCD trainval, TXL-PBC folds 1-4): see docs/scale-estimate.md.
-BOX_PER_INSCRIBED = 1.24
+BOX_PER_INSCRIBED = 1.22
 #: No smear photo is coarser or finer than this; beyond, the estimate is clamped and unsure.
 MIN_UM_PER_PX, MAX_UM_PER_PX = 0.01, 1.0
 #: Below this many red cells' worth of area the estimate is not trusted.
@@ -58,16 +58,9 @@ NUCLEUS_BLUENESS = (40, 70)
 _DIST_MASK = 5
 
 
-#: Below this working size (crops, and fields with few large red cells) no window wider
-#: than a cell fits: the slide colour is a smooth surface fitted to the slide's pixels.
+#: Below this working size (crops, and fields with few large red cells) the slide colour
+#: is taken as one global colour, from the brightest fifth of pixels.
 LOCAL_SLIDE_MIN_SIDE = 400
-#: The surface is fitted to the slide seen in each block of a grid this many blocks a
-#: side (fine enough that blocks in a darkened corner still show slide between cells) ...
-SLIDE_BLOCKS = 8
-#: ... leaving out blocks whose slide is darker than the surface by more than this (green,
-#: 0-255): blocks covered by cells. Refitted this many times.
-SLIDE_TOLERANCE = 10.0
-SLIDE_FIT_ROUNDS = 3
 
 
 @dataclass(frozen=True)
@@ -96,46 +89,6 @@ def _resample(image: np.ndarray, factor: float) -> np.ndarray:
                       cv2.INTER_LINEAR)
 
 
-def _quadratic_terms(h: int, w: int) -> np.ndarray:
-    """(h, w, 6): 1, x, y, x², xy, y² over the image, x and y in [-1, 1]."""
-    y, x = np.mgrid[:h, :w].astype(np.float32)
-    x, y = (2 * x + 1) / w - 1, (2 * y + 1) / h - 1
-    return np.stack([np.ones_like(x), x, y, x * x, x * y, y * y], axis=-1)
-
-
-def _smooth_slide_colour(blurred: np.ndarray) -> np.ndarray:
-    """The slide's colour as a quadratic surface: a crop too small for the windows of
-    :func:`_slide_colour`, whose corners a camera may still darken (vignetting).
-
-    Each block of a ``SLIDE_BLOCKS`` grid gives its brightest tenth's colour (the slide
-    between its cells); the surface is fitted to those, blocks far below it (covered by
-    cells) left out. Pixel by pixel, pale red cells would pull the surface down to their
-    colour. One colour (the image's brightest fifth's) where too few blocks show slide.
-    """
-    h, w = blurred.shape[:2]
-    side = 16 * SLIDE_BLOCKS
-    coarse = cv2.resize(blurred, (side, side), interpolation=cv2.INTER_AREA).astype(np.float32)
-    blocks = coarse.reshape(SLIDE_BLOCKS, 16, SLIDE_BLOCKS, 16, 3).swapaxes(1, 2)
-    blocks = blocks.reshape(SLIDE_BLOCKS * SLIDE_BLOCKS, 256, 3)
-    brightest = blocks[..., 1] >= np.percentile(blocks[..., 1], 90, axis=1, keepdims=True)
-    slide = np.stack([b[m].mean(axis=0) for b, m in zip(blocks, brightest, strict=True)])
-    terms = _quadratic_terms(SLIDE_BLOCKS, SLIDE_BLOCKS).reshape(-1, 6)
-    green = blurred[..., 1]
-    overall = blurred[green >= np.percentile(green, 80)].mean(axis=0)
-    kept = np.ones(len(slide), bool)
-    coef = None
-    for _ in range(SLIDE_FIT_ROUNDS):
-        if np.count_nonzero(kept) < len(slide) // 2:
-            break
-        coef = np.linalg.lstsq(terms[kept], slide[kept], rcond=None)[0]
-        kept = slide[:, 1] - (terms @ coef)[:, 1] > -SLIDE_TOLERANCE
-    if coef is None:
-        return np.full_like(blurred, np.round(overall))
-    surface = _quadratic_terms(h, w) @ coef
-    surface = np.clip(surface, 0.5 * overall, np.minimum(255.0, 1.1 * overall))
-    return np.round(surface).astype(np.uint8)
-
-
 def _slide_colour(blurred: np.ndarray) -> np.ndarray:
     """The slide's colour at every pixel, following uneven illumination (vignetting).
 
@@ -146,7 +99,10 @@ def _slide_colour(blurred: np.ndarray) -> np.ndarray:
     """
     h, w = blurred.shape[:2]
     if max(h, w) < LOCAL_SLIDE_MIN_SIDE:  # a crop: too small for windows wider than a cell
-        return _smooth_slide_colour(blurred)
+        green_cdf = np.cumsum(np.bincount(blurred[..., 1].ravel(), minlength=256))
+        bright_level = int(np.searchsorted(green_cdf, 0.8 * green_cdf[-1]))
+        colour = blurred[blurred[..., 1] >= bright_level].mean(axis=0)
+        return np.full_like(blurred, np.round(colour))
     step = 8
     coarse = cv2.resize(blurred, (max(1, w // step), max(1, h // step)),
                         interpolation=cv2.INTER_AREA)
