@@ -46,6 +46,9 @@ def outside_field(image: np.ndarray) -> np.ndarray | None:
     >>> outside_field(np.full((50, 50, 3), 220, np.uint8)) is None
     True
     """
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    if not (border.max(axis=1) < MAX_DARK_LEVEL).any():  # the usual photo: no dark border
+        return None
     h, w = image.shape[:2]
     factor = min(1.0, WORK_SIDE / max(h, w))
     small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))),
@@ -53,7 +56,7 @@ def outside_field(image: np.ndarray) -> np.ndarray | None:
     brightness = np.maximum(np.maximum(small[..., 0], small[..., 1]), small[..., 2])
     cut = min(MAX_DARK_LEVEL, MAX_DARK_SHARE * _slide_level(brightness))
     frame = np.concatenate([brightness[0], brightness[-1], brightness[:, 0], brightness[:, -1]])
-    if not (frame < cut).any():  # the usual photo: nothing dark touches the border
+    if not (frame < cut).any():  # nothing dark enough for this photo's slide
         return None
     dark = (brightness < cut).astype(np.uint8)
     n, labels = cv2.connectedComponents(dark, connectivity=8)
