@@ -21,6 +21,7 @@ from PIL import Image
 
 from allseg.evaluation.splits import select
 from allseg.inference import monochrome
+from allseg.inference.field_of_view import slide_level
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TXL = DATA / "txl_pbc" / "train" / "images"
@@ -51,7 +52,7 @@ def relative_pixels(path: Path) -> tuple[np.ndarray, np.ndarray]:
     h, w = image.shape[:2]
     image = cv2.resize(image, (WIDTH, max(1, round(WIDTH * h / w))), interpolation=cv2.INTER_AREA)
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    slide = monochrome.slide_level(grey)
+    slide = max(slide_level(grey), 1.0)
     return (grey / slide).ravel(), image.reshape(-1, 3) / slide
 
 

@@ -28,8 +28,8 @@ RIM_SHARE = 0.015
 WORK_SIDE = 512
 
 
-def _slide_level(brightness: np.ndarray) -> float:
-    """The empty slide's brightness: a high percentile of the image's."""
+def slide_level(brightness: np.ndarray) -> float:
+    """The empty slide's brightness: a high percentile (95th) of the image's."""
     return float(np.percentile(brightness, 95))
 
 
@@ -54,7 +54,7 @@ def outside_field(image: np.ndarray) -> np.ndarray | None:
     small = cv2.resize(image, (max(1, round(w * factor)), max(1, round(h * factor))),
                        interpolation=cv2.INTER_AREA) if factor < 1 else image
     brightness = np.maximum(np.maximum(small[..., 0], small[..., 1]), small[..., 2])
-    cut = min(MAX_DARK_LEVEL, MAX_DARK_SHARE * _slide_level(brightness))
+    cut = min(MAX_DARK_LEVEL, MAX_DARK_SHARE * slide_level(brightness))
     frame = np.concatenate([brightness[0], brightness[-1], brightness[:, 0], brightness[:, -1]])
     if not (frame < cut).any():  # nothing dark enough for this photo's slide
         return None

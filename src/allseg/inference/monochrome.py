@@ -18,6 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from allseg.inference.field_of_view import slide_level
+
 #: Colour per brightness relative to the slide; written by ``bench/fit_grey_to_stain.py``.
 TABLE = Path(__file__).with_name("grey_to_stain.csv")
 #: The relative brightness levels the table holds (pixels brighter than the slide by more
@@ -29,11 +31,6 @@ SLIDE_GREY = 215.0
 MAX_CHANNEL_SPREAD = 4
 #: A photo is monochrome when at least this share of its pixels is grey.
 MIN_GREY_SHARE = 0.99
-
-
-def slide_level(grey: np.ndarray) -> float:
-    """The empty slide's grey level: the image's 95th percentile (at least 1)."""
-    return max(float(np.percentile(grey, 95)), 1.0)
 
 
 def is_monochrome(image: np.ndarray) -> bool:
@@ -74,7 +71,7 @@ def colourise(image: np.ndarray) -> np.ndarray:
     """
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     table = _table()
-    relative = np.arange(256) / slide_level(grey[::4, ::4])
+    relative = np.arange(256) / max(slide_level(grey[::4, ::4]), 1.0)
     lookup = np.stack([np.interp(relative, table[:, 0], table[:, channel])
                        for channel in (1, 2, 3)], axis=1)
     lookup = np.clip(np.round(lookup * SLIDE_GREY), 0, 255).astype(np.uint8)

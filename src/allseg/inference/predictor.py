@@ -80,8 +80,8 @@ class Predictor:
 
     def estimate_scale(self, image: np.ndarray) -> ResolvedScale:
         """The image's µm per pixel, as ``predict_image`` estimates it."""
-        image = in_colour(image)[0]
-        return self._scale_and_segment(blank_outside_field(image), resolve_scale(image))[0]
+        image, first, _ = self._prepare(image)
+        return self._scale_and_segment(image, first)[0]
 
     def predict_path(self, path: str | Path, um_per_px: float | None = None,
                      cell_diameter_px: float | None = None) -> tuple[ImageResult, np.ndarray]:
@@ -108,11 +108,7 @@ class Predictor:
             clock = now
 
         start = clock
-        image, monochrome = in_colour(image)  # the networks know stained smears in colour
-        # The red cells are measured on the photo itself (estimate_scale knows an eyepiece's
-        # black ring); the segmenter sees the ring painted the slide's colour.
-        first = resolve_scale(image, um_per_px, cell_diameter_px)
-        image = blank_outside_field(image)
+        image, first, monochrome = self._prepare(image, um_per_px, cell_diameter_px)
         lap("scale")
         resolved, seg = self._scale_and_segment(image, first)
         scale = resolved.um_per_px
@@ -134,6 +130,18 @@ class Predictor:
                            scale_source=resolved.source, scale_confidence=confidence,
                            monochrome=monochrome, cells=results, model=self.model_info,
                            timings=timings, parts=parts, instances=instances)
+
+    @staticmethod
+    def _prepare(image: np.ndarray, um_per_px: float | None = None,
+                 cell_diameter_px: float | None = None
+                 ) -> tuple[np.ndarray, ResolvedScale, bool]:
+        """What every prediction starts from: the photo as the segmenter sees it (in
+        colour, an eyepiece's black ring painted the slide's colour), the first scale (the
+        user's, or the red cells' measured on the photo itself: ``estimate_scale`` knows
+        the ring), and whether the photo was monochrome."""
+        image, monochrome = in_colour(image)  # the networks know stained smears in colour
+        first = resolve_scale(image, um_per_px, cell_diameter_px)
+        return blank_outside_field(image), first, monochrome
 
     def _scale_and_segment(self, image: np.ndarray, first: ResolvedScale
                            ) -> tuple[ResolvedScale, Segmentation]:

@@ -231,16 +231,15 @@ def _red_cell_radius(image: np.ndarray, surround: np.ndarray) -> tuple[float, fl
     return radius, float(np.count_nonzero(counted))
 
 
-def _measure(image: np.ndarray, surround: np.ndarray, factor: float) -> tuple[float, float]:
+def _measure(image: np.ndarray, surround: np.ndarray | None, factor: float
+             ) -> tuple[float, float]:
     """Red-cell diameter in the image's own pixels (0 if none) and the number of red
     cells' worth of area, measured on a copy resampled by ``factor``."""
     small = _resample(image, factor)
-    if surround.any():
-        surround = cv2.resize(surround.astype(np.uint8), small.shape[1::-1],
-                              interpolation=cv2.INTER_NEAREST)
-    else:
-        surround = np.zeros(small.shape[:2], np.uint8)
-    radius, area = _red_cell_radius(small, surround.astype(bool))
+    small_surround = (np.zeros(small.shape[:2], bool) if surround is None else
+                      cv2.resize(surround.astype(np.uint8), small.shape[1::-1],
+                                 interpolation=cv2.INTER_NEAREST).astype(bool))
+    radius, area = _red_cell_radius(small, small_surround)
     if radius <= 0:
         return 0.0, 0.0
     return 2.0 * radius * BOX_PER_INSCRIBED / factor, area / (np.pi * radius**2)
@@ -260,8 +259,6 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     # An eyepiece photo's black surround is neither red cells nor slide.
     surround = outside_field(image)
     image = paint_slide(image, surround)
-    if surround is None:
-        surround = np.zeros(image.shape[:2], bool)
     side = max(image.shape[:2])
     if side >= 2 * LOCAL_FIRST_PASS_SIDE:
         # A wide field may have dim corners that one slide colour takes for a cell: look at
