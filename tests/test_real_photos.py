@@ -116,6 +116,21 @@ def test_a_platelet_clump_does_not_overrule_many_red_cells(predictor: Predictor)
     assert scale.um_per_px == pytest.approx(record.um_per_px, rel=0.25)
 
 
+@pytest.mark.skipif(not TXL.is_dir(), reason=f"TXL-PBC not found at {TXL}")
+@pytest.mark.parametrize("stem", ["raabin_e79921bc-00d9-5f11-8809-9e4003990fa4",
+                                  "raabin_e9e10221-670d-5886-b2e0-4490f3edfac7"])
+def test_a_washed_out_crop_keeps_the_scale_of_its_few_red_cells(predictor: Predictor,
+                                                               stem: str) -> None:
+    """Raabin crops through a washed-out camera (gamma 0.7, black at 35%): their 4-5 red
+    cells read the right scale, the pale leukocyte measures small or not at all at
+    other scales; the scale read 2.5x and 2.7x coarse when the leukocytes overruled."""
+    dataset = open_dataset(TXL, "yolo", weak_labels=False)
+    record = dataset[[p.stem for p in dataset.items].index(stem)]
+    washed = (255 * (0.35 + 0.65 * (record.image / 255.0) ** 0.7)).astype(np.uint8)
+    assert predictor.estimate_scale(washed).um_per_px == pytest.approx(record.um_per_px,
+                                                                       rel=0.25)
+
+
 def _through_the_eyepiece(image: np.ndarray) -> np.ndarray:
     """The photo as a phone on an eyepiece adapter takes it: a round field in black."""
     h, w = image.shape[:2]

@@ -16,9 +16,9 @@ from scipy import ndimage as ndi
 #: Median leukocyte size (:func:`blob_sizes`) the segmenter draws, in µm. Fitted on
 #: tuning images at their known scale (bench/calibrate_scale.py).
 LEUKOCYTE_SIZE_UM = 10.4
-#: An image whose leukocytes measure outside this range (µm) at the red-cell scale has a
-#: wrong red-cell scale (say, a leukocyte's texture taken for red cells).
-PLAUSIBLE_SIZE_UM = (5.5, 18.0)
+#: Leukocytes measuring more than this (µm) at the red-cell scale show the red-cell scale to
+#: be wrong (say, a leukocyte's texture taken for red cells).
+MAX_PLAUSIBLE_SIZE_UM = 18.0
 #: A leukocyte blob is at least this share nucleus.
 MIN_NUCLEUS_SHARE = 0.1
 #: Field widths (µm) tried, in this order, when the red cells cannot be trusted: from a
@@ -26,6 +26,9 @@ MIN_NUCLEUS_SHARE = 0.1
 PROBE_FIELD_WIDTHS_UM = (16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 #: A few red cells and the leukocytes are weighed together when within this factor.
 AGREEMENT = 1.6
+#: Leukocytes rescaled coarser may measure down to this share of their size before (and
+#: finer, up to its inverse) and still count as the same cells (see grew_with_scale).
+SHRINK_TOLERANCE = 0.85
 #: Confidence of a scale from leukocytes alone.
 LEUKOCYTE_CONFIDENCE = 0.4
 
@@ -72,26 +75,42 @@ def median_size(class_prob: np.ndarray, instances: np.ndarray | None, um_per_px:
     return float(np.median(found)) if len(found) else None
 
 
-def overrules(size_um: float | None, red_cell_confidence: float) -> bool:
+def overrules(size_um: float | None) -> bool:
     """Whether leukocytes of this median size (µm, measured at the red-cell scale) show
-    the red-cell scale to be wrong.
+    the red-cell scale to be wrong: only when they are too large.
 
-    Too large, always: the texture of one big cell taken for red cells makes the scale
-    far too coarse (crops at high magnification). Too small, only when the red cells were
-    few: with many red cells measured, leukocytes that come out tiny are platelet clumps
-    or debris, not proof against the red cells (a BCCD field with its one leukocyte cut
-    by the border read 2.3x coarse when a platelet clump overruled 16 red cells). No
+    Too large: the texture of one big cell taken for red cells makes the scale far too
+    coarse (crops at high magnification). Too small proves nothing: platelet clumps,
+    debris and pale leukocytes that the segmenter sees only in part all measure small at
+    a right scale (a BCCD field whose one leukocyte is cut by the border read 2.3x coarse
+    when a platelet clump overruled 16 red cells; a washed-out Raabin crop whose 5 red
+    cells read the right scale, 2.5x coarse when its leukocyte measured 5.5 µm). No
     leukocytes: nothing to say.
 
-    >>> overrules(40.0, 1.0), overrules(3.0, 0.6), overrules(3.0, 1.0), overrules(10.0, 0.6)
-    (True, True, False, False)
-    >>> overrules(None, 0.5)
-    False
+    >>> overrules(40.0), overrules(3.0), overrules(10.0), overrules(None)
+    (True, False, False, False)
     """
-    low, high = PLAUSIBLE_SIZE_UM
-    if size_um is None:
-        return False
-    return size_um > high or (size_um < low and red_cell_confidence < 1.0)
+    return size_um is not None and size_um > MAX_PLAUSIBLE_SIZE_UM
+
+
+def grew_with_scale(before: tuple[float, float], after: tuple[float, float]) -> bool:
+    """Whether leukocytes measured ``(scale, size)`` before and after a rescale still look
+    like the same cells: seen at a coarser assumed scale, cells measure larger (a little
+    smaller is noise, ``SHRINK_TOLERANCE``), and at a finer one smaller.
+
+    When they clearly do not, the segmenter saw different cells (or parts of them) at the
+    two scales and the rescaling has nothing to go on: on a washed-out Raabin crop the
+    leukocyte measured 6.8 µm at one scale and 5.3 µm at 1.5x coarser, and the rescaling
+    walked on to 2.7x too coarse. On ordinary crops the first step from a probe at a
+    fine scale measures up to 5% smaller at 1.3-1.4x coarser.
+
+    >>> grew_with_scale((0.05, 8.0), (0.06, 9.5)), grew_with_scale((0.028, 8.0), (0.036, 7.6))
+    (True, True)
+    >>> grew_with_scale((0.056, 6.8), (0.085, 5.3)), grew_with_scale((0.08, 14.0), (0.06, 17.0))
+    (False, False)
+    """
+    change = after[1] / before[1]
+    return change >= SHRINK_TOLERANCE if after[0] > before[0] else change <= 1 / SHRINK_TOLERANCE
 
 
 def rescaled(um_per_px: float, size_um: float) -> float:

@@ -149,16 +149,15 @@ class Predictor:
 
         ``first`` is the user's scale or the red cells' estimate. The leukocytes segmented
         at it check it: if the red cells were too few, or the leukocytes come out
-        implausibly large (or small, when the red cells were few: see
-        ``ruler.overrules``), the leukocytes become the ruler: found by :meth:`_probe`,
-        then measured and rescaled until they have a typical size (Cellpose's size
-        model), and weighed with whatever red cells there were.
+        implausibly large (``ruler.overrules``), the leukocytes become the ruler: found
+        by :meth:`_probe`, then measured and rescaled until they have a typical size
+        (Cellpose's size model), as long as they grow with the scale
+        (``ruler.grew_with_scale``), and weighed with whatever red cells there were.
         """
         seg = self._segment(image, first.um_per_px)
         if first.source == "user":
             return first, seg
-        if first.source == "red-cells" and not ruler.overrules(self._leukocyte_size(seg, True),
-                                                              first.confidence or 0.0):
+        if first.source == "red-cells" and not ruler.overrules(self._leukocyte_size(seg, True)):
             return first, seg
         found = self._probe(image)
         if found is None:
@@ -171,7 +170,8 @@ class Predictor:
                 break
             again = self._segment(image, target)
             size_again = self._leukocyte_size(again)
-            if size_again is None:
+            if size_again is None or not ruler.grew_with_scale((seg.um_per_px, size),
+                                                                (target, size_again)):
                 break
             seg, size = again, size_again
         return self._combine(image, first, seg)
