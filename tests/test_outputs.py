@@ -145,6 +145,22 @@ def test_overlay_scales_with_the_image(size: tuple[int, int]) -> None:
     assert magenta.any()
 
 
+def test_the_header_of_a_narrow_crop_wraps_instead_of_shrinking() -> None:
+    """A 120 px single-cell crop (Zheng, Raabin thumbnails): the verdict and disclaimer
+    break onto several lines of readable text, none running past the right edge."""
+    result, image = fake_result()
+    narrow = cv2.resize(image, (120, 80))
+    result.cells = []
+    header = draw_overlay(narrow, result)[:-80]
+    text_rows = (header > 200).all(axis=2).any(axis=1)
+    bands = np.count_nonzero(np.diff(text_rows.astype(int)) == 1)  # lines of text
+    assert bands >= 3
+    assert header.shape[0] >= bands * 12  # each line at least ~9 px capitals plus spacing
+    assert not (header[:, -3:] > 200).all(axis=2).any()  # the text stops before the edge
+    wide = draw_overlay(cv2.resize(image, (1200, 800)), result)
+    assert wide.shape[0] - 800 < 60  # a wide image keeps one line
+
+
 def test_too_many_ids_for_16_bit_png(tmp_path: Path) -> None:
     result, image = fake_result()
     result.instances[0, 0] = 70000

@@ -39,20 +39,47 @@ def _label(canvas: np.ndarray, cell: CellResult, font_scale: float, thickness: i
     _outlined_text(canvas, text, (x, int(y)), font_scale, thickness, colour)
 
 
+#: Smallest header font scale (about 9 px capitals): below it the text wraps instead.
+MIN_HEADER_FONT_SCALE = 0.4
+
+
+def _wrapped(text: str, width: int, font_scale: float, thickness: int) -> list[str]:
+    """``text`` broken at spaces into lines no wider than ``width`` pixels (a word longer
+    than that gets a line of its own)."""
+    lines: list[str] = []
+    for word in text.split():
+        candidate = f"{lines[-1]} {word}" if lines else word
+        if lines and cv2.getTextSize(candidate, FONT, font_scale, thickness)[0][0] <= width:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines
+
+
 def _header(width: int, result: ImageResult, scale: float) -> np.ndarray:
-    """A strip above the image stating the verdict and that this is research use only."""
+    """A strip above the image stating the verdict and that this is research use only.
+
+    On a narrow image (a 120 px single-cell crop) the text wraps onto several lines
+    rather than shrinking past reading.
+    """
     font_scale = max(0.45, 0.7 * scale)
     thickness = max(1, round(1.5 * scale))
     text = (f"{result.verdict}: {result.blast_count} blast(s) / {result.leukocyte_count} "
             f"leukocyte(s) - research use only, not a diagnosis")
     margin = max(4, round(6 * scale))
+    room = width - 2 * margin
     (w, _), _ = cv2.getTextSize(text, FONT, font_scale, thickness)
-    font_scale *= min(1.0, (width - 2 * margin) / w)  # shrink to fit narrow images
+    font_scale *= max(min(1.0, room / w), MIN_HEADER_FONT_SCALE / font_scale)
+    lines = _wrapped(text, room, font_scale, thickness)
+    widest = max(cv2.getTextSize(line, FONT, font_scale, thickness)[0][0] for line in lines)
+    font_scale *= min(1.0, room / widest)  # only a single over-long word is still too wide
     (_, h), base = cv2.getTextSize(text, FONT, font_scale, thickness)
-    strip = np.zeros((h + base + 2 * margin, width, 3), np.uint8)
+    step = h + base + margin // 2
+    strip = np.zeros((len(lines) * step - margin // 2 + 2 * margin, width, 3), np.uint8)
     strip[:] = (120, 0, 90) if result.verdict == ALL_SUSPECTED else (40, 40, 40)
-    cv2.putText(strip, text, (margin, margin + h), FONT, font_scale, (255, 255, 255),
-                thickness, cv2.LINE_AA)
+    for i, line in enumerate(lines):
+        cv2.putText(strip, line, (margin, margin + h + i * step), FONT, font_scale,
+                    (255, 255, 255), thickness, cv2.LINE_AA)
     return strip
 
 
