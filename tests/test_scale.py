@@ -180,3 +180,28 @@ def test_wide_field_with_dim_corners() -> None:
     synth = pytest.importorskip("allseg.synth")
     field = synth.generate_field(np.random.default_rng(1), 1944, 2592, 0.083, blast_fraction=0.3)
     assert estimate_scale(field.image).um_per_px == pytest.approx(0.083, rel=0.1)
+
+
+def test_leukocyte_rescaling_stops_when_the_cells_stop_growing(monkeypatch) -> None:
+    """The sizes a washed-out Raabin crop's pale leukocyte measured at each assumed scale
+    (µm/px -> µm; nothing at finer scales): the rescaling from the probe's find must stop
+    where the 'leukocyte' shrank as the scale coarsened, and the few red cells, which
+    read the right scale (0.060; truth 0.061), decide. It walked to 0.167 before."""
+    from allseg.inference.predictor import Predictor, Segmentation
+    from allseg.inference.scale import ResolvedScale
+
+    measured = [(0.0511, 6.8), (0.0601, 9.5), (0.0721, 9.4), (0.0846, 5.3), (0.1202, 7.6),
+                (0.1665, 10.9)]
+
+    def size_at(scale: float) -> float:  # the nearest measured scale
+        return min(measured, key=lambda m: abs(np.log(m[0] / scale)))[1]
+
+    predictor = Predictor("default")
+    empty = np.zeros((3, 4, 4), np.float32), np.zeros((4, 4), np.int32)
+    monkeypatch.setattr(predictor, "_segment", lambda image, scale: Segmentation(scale, *empty))
+    monkeypatch.setattr(predictor, "_leukocyte_size",
+                        lambda seg, split=False: size_at(seg.um_per_px))
+    monkeypatch.setattr(predictor, "_probe", lambda image: (Segmentation(0.0557, *empty), 6.8))
+    few_red_cells = ResolvedScale(0.0601, "default", 0.407)
+    scale, _ = predictor._scale_and_segment(np.zeros((8, 8, 3), np.uint8), few_red_cells)
+    assert scale.um_per_px == pytest.approx(0.061, rel=0.1)
