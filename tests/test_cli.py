@@ -102,3 +102,16 @@ def test_train_init_from_a_missing_folder_names_it(tmp_path: Path) -> None:
                                  str(missing), "--set", "val_fraction=0.5"])
     assert result.exit_code == 2, result.output
     assert "no_model_here" in result.output
+
+
+@pytest.mark.parametrize("flag, ran", [([], True), (["--tta"], True), (["--no-tta"], False)])
+def test_predict_tta_flags_say_in_the_json_whether_flips_ran(tmp_path: Path, flag: list[str],
+                                                               ran: bool) -> None:
+    import json
+
+    from allseg.demo import bundled_samples
+
+    sample = bundled_samples()[0]  # a 640 x 480 BCCD photo: small enough for flips by default
+    result = runner.invoke(app, ["predict", str(sample), "--out", str(tmp_path), *flag])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / f"{sample.stem}.json").read_text())["model"]["tta"] is ran

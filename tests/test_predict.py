@@ -156,3 +156,23 @@ def test_a_monochrome_photo_is_recoloured_and_said_once(
     assert flags == {"grey_a": True, "grey_b": True, "colour": False}
     warnings = [line for line in capsys.readouterr().err.splitlines() if "no colour" in line]
     assert len(warnings) == 1 and "2 of 3 image(s)" in warnings[0]
+
+
+def test_flips_are_averaged_by_default_only_on_small_inputs(
+        predictor: Predictor, field: tuple[np.ndarray, float],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from allseg.inference.predictor import AUTO_TTA_MAX_PIXELS
+
+    flipped_calls = []
+    flipped = predictor.flipped_segmenter
+    monkeypatch.setattr(predictor, "flipped_segmenter",
+                        lambda batch: flipped_calls.append(batch.shape) or flipped(batch))
+    image, um = field  # 1200 x 900 at 0.1 µm/px: 400 x 300 canonical pixels, too large
+    assert AUTO_TTA_MAX_PIXELS < 400 * 300
+    assert predictor.model_info["tta"] == "auto"
+    assert predictor.predict_image(image, um_per_px=um).model["tta"] is False
+    assert not flipped_calls
+    crop = image[300:600, 300:600]  # 100 x 100 canonical pixels: a crop, flips are cheap
+    result = predictor.predict_image(crop, um_per_px=um)
+    assert result.model["tta"] is True and flipped_calls
+    assert predictor.model_info["tta"] == "auto"  # the per-image flag does not leak

@@ -197,7 +197,7 @@ def test_leukocyte_rescaling_stops_when_the_cells_stop_growing(monkeypatch) -> N
         return min(measured, key=lambda m: abs(np.log(m[0] / scale)))[1]
 
     predictor = Predictor("default")
-    empty = np.zeros((3, 4, 4), np.float32), np.zeros((4, 4), np.int32)
+    empty = np.zeros((3, 4, 4), np.float32), np.zeros((4, 4), np.int32), False
     monkeypatch.setattr(predictor, "_segment", lambda image, scale: Segmentation(scale, *empty))
     monkeypatch.setattr(predictor, "_leukocyte_size",
                         lambda seg, split=False: size_at(seg.um_per_px))

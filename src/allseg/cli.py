@@ -163,7 +163,10 @@ def predict(
         min=1e-4)] = None,
     cell_diameter: Annotated[float | None, typer.Option(
         help="Typical leukocyte diameter in pixels (alternative to --um-per-px).", min=1)] = None,
-    tta: Annotated[bool, typer.Option(help="Average over flips (slower, steadier).")] = False,
+    tta: Annotated[bool | None, typer.Option(
+        "--tta/--no-tta", help="Average the segmenter over flips (steadier outlines): always, "
+        "or never. By default only on small inputs (crops, small fields), where it costs "
+        "at most ~0.1 s.")] = None,
     backend: Annotated[str, typer.Option(
         help="auto (PyTorch on CUDA; on a CPU ONNX Runtime, with the int8 segmenter where the "
         "CPU has int8 dot products), onnx (float32), onnx-int8 or torch; see "
