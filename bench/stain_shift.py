@@ -4,9 +4,11 @@ Every image of TXL-PBC fold 0 and of BCCD ``test`` (both held out of the default
 is copied with one shift at a time: haematoxylin up and eosin down or the reverse (HED
 space), hue turned by +-20 degrees, a tungsten-yellow white balance, soft focus with heavy
 JPEG, an under-exposed, a washed-out and a vignetting camera, a photo through an eyepiece
-(round field, black corners) and a monochrome camera.
-No pixel moves, so the boxes hold unchanged. Each copy is scored like
-``make eval`` (detection F1 per source, red-cell boxes holding a predicted leukocyte).
+(round field, black corners), a monochrome camera, and a field squashed to 224 x 224 as
+image-classification sets store smears (red cells ~25 px across, no longer round).
+The boxes move with the pixels (YOLO's are fractions of the image; BCCD's are rescaled).
+Each copy is scored like ``make eval`` (detection F1 per source, red-cell boxes holding a
+predicted leukocyte).
 Writes ``bench/stain/results.json`` and prints a Markdown table; the copies are kept in
 ``bench/stain/data`` (gitignored) and reused.
 
@@ -20,6 +22,7 @@ import argparse
 import io
 import json
 import shutil
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +123,13 @@ def greyscale(image: np.ndarray) -> np.ndarray:
     return np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
 
 
+def squashed(side: int) -> Callable[[np.ndarray], np.ndarray]:
+    """The whole photo resized to ``side`` x ``side``, aspect ratio lost."""
+    def shift(image: np.ndarray) -> np.ndarray:
+        return cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+    return shift
+
+
 SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "none": lambda image: image,
     "haematoxylin x1.3, eosin x0.7": hed(1.3, 0.7),
@@ -133,6 +143,7 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "vignetting (corners at 45%)": vignetting,
     "eyepiece photo (round field in black)": eyepiece,
     "monochrome camera": greyscale,
+    "squashed to 224 x 224": squashed(224),
 }
 
 
@@ -151,12 +162,29 @@ def shifted_copy(source: Source, name: str, shift: Callable[[np.ndarray], np.nda
         shutil.copy(source.root / extra, root / extra)
     for stem in source.stems():
         label = f"{stem}{source.label_suffix}"
-        shutil.copy(source.root / source.labels / label, root / source.labels / label)
         original = next((source.root / source.images).glob(f"{stem}.*"))
         image = np.asarray(Image.open(original).convert("RGB"))
-        Image.fromarray(shift(image)).save(root / source.images / f"{stem}.png")
+        shifted = shift(image)
+        Image.fromarray(shifted).save(root / source.images / f"{stem}.png")
+        (sy, sx) = np.divide(shifted.shape[:2], image.shape[:2])
+        if source.fmt == "voc" and (sx, sy) != (1, 1):  # YOLO boxes are fractions: they hold
+            rescale_voc_boxes(source.root / source.labels / label, root / source.labels / label,
+                              sx, sy)
+        else:
+            shutil.copy(source.root / source.labels / label, root / source.labels / label)
     (root / ".complete").touch()
     return root
+
+
+def rescale_voc_boxes(src: Path, dst: Path, sx: float, sy: float) -> None:
+    """Copy a Pascal VOC annotation with its image size and boxes scaled by ``sx``, ``sy``."""
+    tree = ET.parse(src)
+    for element in tree.iter():
+        if element.tag in ("width", "xmin", "xmax") and element.text:
+            element.text = f"{float(element.text) * sx:.1f}"
+        elif element.tag in ("height", "ymin", "ymax") and element.text:
+            element.text = f"{float(element.text) * sy:.1f}"
+    tree.write(dst)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 from allseg.data.ruler import RBC_DIAMETER_UM
 from allseg.inference.field_of_view import outside_field, paint_slide
+from allseg.inference.illumination import Illumination, fit_illumination
 
 #: First pass: every image is resampled to this longest side, whatever its magnification,
 #: so a crop's few red cells and a field's many are measured alike (and a resized copy of
@@ -231,11 +232,14 @@ def _red_cell_radius(image: np.ndarray, surround: np.ndarray) -> tuple[float, fl
     return radius, float(np.count_nonzero(counted))
 
 
-def _measure(image: np.ndarray, surround: np.ndarray | None, factor: float
-             ) -> tuple[float, float]:
+def _measure(image: np.ndarray, surround: np.ndarray | None, factor: float,
+             light: Illumination | None) -> tuple[float, float]:
     """Red-cell diameter in the image's own pixels (0 if none) and the number of red
-    cells' worth of area, measured on a copy resampled by ``factor``."""
+    cells' worth of area, measured on a copy resampled by ``factor`` (its ``light``
+    evened out)."""
     small = _resample(image, factor)
+    if light is not None:
+        small = light.even(small)
     small_surround = (np.zeros(small.shape[:2], bool) if surround is None else
                       cv2.resize(surround.astype(np.uint8), small.shape[1::-1],
                                  interpolation=cv2.INTER_NEAREST).astype(bool))
@@ -259,6 +263,7 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     # An eyepiece photo's black surround is neither red cells nor slide.
     surround = outside_field(image)
     image = paint_slide(image, surround)
+    light = fit_illumination(image, surround)  # vignetting would count dim slide as cells
     side = max(image.shape[:2])
     if side >= 2 * LOCAL_FIRST_PASS_SIDE:
         # A wide field may have dim corners that one slide colour takes for a cell: look at
@@ -267,14 +272,14 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
         factor = 1.0 / -(-side // LOCAL_FIRST_PASS_SIDE)
     else:
         factor = FIRST_PASS_SIDE / side
-    diameter, n_cells = _measure(image, surround, factor)
+    diameter, n_cells = _measure(image, surround, factor, light)
     if diameter > 0 and not (side >= 2 * LOCAL_FIRST_PASS_SIDE
                              and abs(np.log(diameter * factor / TARGET_DIAMETER_PX)) < np.log(1.5)):
         # Second look, unless a wide field's first look already saw red cells near the
         # target size.
         factor = float(np.clip(TARGET_DIAMETER_PX / diameter, MIN_WORK_SIDE / side,
                                MAX_WORK_SIDE / side))
-        second, second_cells = _measure(image, surround, factor)
+        second, second_cells = _measure(image, surround, factor, light)
         if second > 0:
             diameter, n_cells = second, second_cells
     if diameter <= 0:
