@@ -149,3 +149,67 @@ def test_fine_tuning_starts_from_a_model_folders_network(trained: tuple[Path, Pa
     assert largest_change(f'segmenter.init_from="{base_dir}"',
                           "segmenter.kwargs={ base_channels = 8, depth = 2 }") < 1e-6
     assert largest_change() > 1e-3
+
+
+def test_segmenter_sees_the_cameras_of_other_labs() -> None:
+    """Some augmented patches are washed out (black lifted) or come from a monochrome
+    camera, recoloured as prediction recolours it; the masks never change."""
+    from allseg.inference.monochrome import colourise
+    from allseg.synth import generate_field
+    from allseg.training.augment import _camera_exposure, _seeded
+
+    field = generate_field(np.random.default_rng(3), 96, 96, 0.3)
+    mask = field.parts.copy()
+    exposure = _seeded(_camera_exposure(), seed=0)
+    darkest = int(field.image.min())
+    recoloured = colourise(field.image)
+    washed = monochrome = untouched = 0
+    for _ in range(300):
+        out = exposure(image=field.image, mask=mask)
+        assert np.array_equal(out["mask"], field.parts)
+        monochrome += bool(np.array_equal(out["image"], recoloured))
+        washed += int(out["image"].min()) > darkest + 25
+        untouched += bool(np.array_equal(out["image"], field.image))
+    assert 5 <= monochrome <= 30 and washed >= 10 and 190 <= untouched <= 260
+
+
+def test_augmentations_draw_independently() -> None:
+    """Each transform draws on its own (albumentations 2.0.8 seeds every transform of a
+    Compose alike, which flipped both ways or neither): single mirror flips happen, no two
+    transforms of the recipe's pipelines share a stream, and reseeding from one generator
+    replays one sequence exactly."""
+    from collections import Counter
+
+    import albumentations as A
+
+    from allseg.training.augment import (
+        _seeded,
+        classification_augment,
+        reseed,
+        segmentation_augment,
+    )
+
+    image = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    flips = _seeded([A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5)], seed=0)
+    views = {"none": image, "left-right": image[:, ::-1], "up-down": image[::-1],
+             "both": image[::-1, ::-1]}
+    seen = Counter()
+    for _ in range(200):
+        out = flips(image=image)["image"]
+        seen[next(name for name, view in views.items() if np.array_equal(out, view))] += 1
+    assert min(seen[name] for name in views) >= 30
+
+    def streams(transform: A.BasicTransform | A.BaseCompose) -> list[str]:
+        own = [str(transform.random_generator.bit_generator.state["state"])]
+        children = transform.transforms if isinstance(transform, A.BaseCompose) else []
+        return own + [s for child in children for s in streams(child)]
+
+    for pipeline in (segmentation_augment(32, seed=0), classification_augment(seed=0)):
+        assert len(set(streams(pipeline))) == len(streams(pipeline)) > 10
+    full = segmentation_augment(32, seed=0)
+    runs = []
+    for _ in range(2):
+        reseed(full, np.random.default_rng(11))
+        runs.append([full(image=image)["image"] for _ in range(3)])
+    assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
+    assert not np.array_equal(runs[0][0], runs[0][1])

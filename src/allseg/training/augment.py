@@ -6,8 +6,13 @@ magnifications it has never seen.
 
 from __future__ import annotations
 
+import random
+
 import albumentations as A
 import cv2
+import numpy as np
+
+from allseg.inference.monochrome import colourise
 
 
 def _colour_and_noise() -> list[A.BasicTransform]:
@@ -30,13 +35,57 @@ def _colour_and_noise() -> list[A.BasicTransform]:
     ]
 
 
+def _as_monochrome_camera(image: np.ndarray, **_: object) -> np.ndarray:
+    """The photo a monochrome camera would take, recoloured as prediction recolours it
+    (:func:`allseg.inference.monochrome.colourise`): the segmenter learns that input."""
+    return colourise(image)
+
+
+def _camera_exposure() -> list[A.BasicTransform]:
+    """Cameras of other labs: exposure off (gamma), a washed-out photo (black lifted, as
+    with the lamp turned up or a hazy phone photo: contrast cut, brightness raised), and a
+    monochrome camera. A nucleus whose black is lifted to 35% was not recognised before
+    (``bench/stain_shift.py``, washed-out row)."""
+    return [
+        A.OneOf([
+            A.RandomGamma(gamma_limit=(65, 150), p=1.0),
+            A.RandomBrightnessContrast(brightness_limit=(0.1, 0.4),
+                                       contrast_limit=(-0.5, -0.15), p=1.0),
+        ], p=0.2),
+        A.Lambda(image=_as_monochrome_camera, name="monochrome_camera", p=0.05),
+    ]
+
+
+def reseed(transform: A.BaseCompose | A.BasicTransform, rng: np.random.Generator) -> None:
+    """Give every transform of a pipeline a random stream of its own, drawn from ``rng``.
+
+    albumentations 2.0.8 seeds each transform of a ``Compose(seed=...)`` with that same
+    seed, so transforms that draw alike decide alike: HorizontalFlip and VerticalFlip
+    always flipped together (no mirror image was ever made), and a patch washed out was
+    also blurred and noised more often than chance. Datasets call this per item with the
+    item's own generator, so DataLoader workers do not replay one sequence either.
+    """
+    transform.set_random_state(np.random.default_rng(int(rng.integers(2**63))),
+                               random.Random(int(rng.integers(2**63))))
+    if isinstance(transform, A.BaseCompose):  # Compose, OneOf: their children too
+        for child in transform.transforms:
+            reseed(child, rng)
+
+
+def _seeded(transforms: list[A.BasicTransform], seed: int) -> A.Compose:
+    """A pipeline whose transforms draw independently, reproducibly from ``seed``."""
+    pipeline = A.Compose(transforms, seed=seed)
+    reseed(pipeline, np.random.default_rng(seed))
+    return pipeline
+
+
 def segmentation_augment(patch_size: int, seed: int) -> A.Compose:
     """Augment an image with its class and centre masks (masks move with the image).
 
     The wide zoom (0.6-1.6) stands for magnification the scale estimate got wrong, so a
     cell is still found whole when the estimate is off, and re-measured (see
     :mod:`allseg.inference.scale`)."""
-    return A.Compose([
+    return _seeded([
         A.Affine(scale=(0.6, 1.6), rotate=(-180, 180), border_mode=cv2.BORDER_REFLECT_101,
                  p=0.7),
         A.PadIfNeeded(patch_size, patch_size, border_mode=cv2.BORDER_REFLECT_101),
@@ -45,15 +94,16 @@ def segmentation_augment(patch_size: int, seed: int) -> A.Compose:
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
         *_colour_and_noise(),
-    ], seed=seed)
+        *_camera_exposure(),
+    ], seed)
 
 
 def classification_augment(seed: int) -> A.Compose:
     """Augment a cell crop; mild scale only, since cell size is a blast cue."""
-    return A.Compose([
+    return _seeded([
         A.Affine(scale=(0.9, 1.1), rotate=(-180, 180), translate_percent=(-0.05, 0.05),
                  border_mode=cv2.BORDER_REFLECT_101, p=0.8),
         A.HorizontalFlip(p=0.5),
         A.VerticalFlip(p=0.5),
         *_colour_and_noise(),
-    ], seed=seed)
+    ], seed)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from allseg.training.augment import classification_augment, segmentation_augment
+from allseg.training.augment import classification_augment, reseed, segmentation_augment
 from allseg.training.samples import IGNORE, CellSample, SegSample
 
 
@@ -43,6 +43,7 @@ class SegPatchDataset(Dataset):
         rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
         sample = self.samples[int(rng.integers(len(self.samples)))]
         ys, xs = self._window(sample, rng)
+        reseed(self.augment, rng)
         out = self.augment(image=sample.image[ys, xs],
                            masks=[sample.classes[ys, xs], sample.centre[ys, xs]])
         classes, centre = out["masks"]
@@ -84,6 +85,8 @@ class CellCropDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s = self.samples[index]
+        if self.augment is not None:  # drawn from torch's generator, like the patches'
+            reseed(self.augment, np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()))))
         crop = self.augment(image=s.crop)["image"] if self.augment else s.crop
         return {"image": _to_chw(crop), "label": torch.tensor(float(s.label)),
                 "weight": torch.tensor(float(s.loss_weight(self.type_weights)))}
