@@ -12,8 +12,6 @@ import albumentations as A
 import cv2
 import numpy as np
 
-from allseg.inference.monochrome import colourise
-
 
 def _colour_and_noise() -> list[A.BasicTransform]:
     """Stain (HED and colour shifts) and acquisition: soft focus, low resolution (down-up
@@ -35,35 +33,14 @@ def _colour_and_noise() -> list[A.BasicTransform]:
     ]
 
 
-def _as_monochrome_camera(image: np.ndarray, **_: object) -> np.ndarray:
-    """The photo a monochrome camera would take, recoloured as prediction recolours it
-    (:func:`allseg.inference.monochrome.colourise`): the segmenter learns that input."""
-    return colourise(image)
-
-
-def _camera_exposure() -> list[A.BasicTransform]:
-    """Cameras of other labs: exposure off (gamma), a washed-out photo (black lifted, as
-    with the lamp turned up or a hazy phone photo: contrast cut, brightness raised), and a
-    monochrome camera. A nucleus whose black is lifted to 35% was not recognised before
-    (``bench/stain_shift.py``, washed-out row)."""
-    return [
-        A.OneOf([
-            A.RandomGamma(gamma_limit=(65, 150), p=1.0),
-            A.RandomBrightnessContrast(brightness_limit=(0.1, 0.4),
-                                       contrast_limit=(-0.5, -0.15), p=1.0),
-        ], p=0.2),
-        A.Lambda(image=_as_monochrome_camera, name="monochrome_camera", p=0.05),
-    ]
-
-
 def reseed(transform: A.BaseCompose | A.BasicTransform, rng: np.random.Generator) -> None:
     """Give every transform of a pipeline a random stream of its own, drawn from ``rng``.
 
     albumentations 2.0.8 seeds each transform of a ``Compose(seed=...)`` with that same
     seed, so transforms that draw alike decide alike: HorizontalFlip and VerticalFlip
-    always flipped together (no mirror image was ever made), and a patch washed out was
-    also blurred and noised more often than chance. Datasets call this per item with the
-    item's own generator, so DataLoader workers do not replay one sequence either.
+    always flipped together (no mirror image was ever made), and the other transforms'
+    decisions were tied to one another. Datasets call this per item with the item's own
+    generator, so DataLoader workers do not replay one sequence either.
     """
     transform.set_random_state(np.random.default_rng(int(rng.integers(2**63))),
                                random.Random(int(rng.integers(2**63))))
@@ -94,7 +71,6 @@ def segmentation_augment(patch_size: int, seed: int) -> A.Compose:
         A.VerticalFlip(p=0.5),
         A.RandomRotate90(p=0.5),
         *_colour_and_noise(),
-        *_camera_exposure(),
     ], seed)
 
 
