@@ -33,10 +33,9 @@ from allseg.postprocess.upsample import upsample_instances
 #: By default flips are averaged (test-time augmentation) only where that is cheap: for
 #: segmenter inputs up to this many pixels at the canonical scale (256 x 256, a field about
 #: 77 µm square: single-cell crops and small fields). There the three extra passes cost at
-#: most ~0.1 s on 2 cores (the int8 segmenter takes ~0.22 s for a 583 x 778 field input;
-#: measured on a 640x480 BCCD photo: +0.05 s), and they raised Zheng Dataset 1 fold 0
-#: nucleus Dice from 0.948 to 0.954 (int8, scale estimated); a full ALL-IDB1 field would
-#: take ~0.7 s more.
+#: most ~0.1 s on 2 cores (measured on a 640x480 BCCD photo: +0.05 s), and they raised
+#: Zheng Dataset 1 fold 0 nucleus Dice from 0.948 to 0.954 (int8, scale estimated). On a
+#: full 2592x1944 ALL-IDB1 field the int8 segmenter stage would go from 0.21 s to 0.53 s.
 AUTO_TTA_MAX_PIXELS = 256 * 256
 
 

@@ -14,6 +14,12 @@ def _to_chw(image: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
 
 
+def _item_rng() -> np.random.Generator:
+    """A generator for one item, drawn from torch's, which Lightning seeds: reproducible,
+    new every epoch, and different in every DataLoader worker."""
+    return np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+
+
 class SegPatchDataset(Dataset):
     """Random augmented patches; most are centred near a leukocyte so cells are not rare."""
 
@@ -39,8 +45,7 @@ class SegPatchDataset(Dataset):
         return slice(y0, y0 + 2 * half), slice(x0, x0 + 2 * half)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        # Drawn from torch's generator, which Lightning seeds: reproducible, new every epoch.
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
+        rng = _item_rng()
         sample = self.samples[int(rng.integers(len(self.samples)))]
         ys, xs = self._window(sample, rng)
         reseed(self.augment, rng)
@@ -85,8 +90,8 @@ class CellCropDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s = self.samples[index]
-        if self.augment is not None:  # drawn from torch's generator, like the patches'
-            reseed(self.augment, np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()))))
+        if self.augment is not None:
+            reseed(self.augment, _item_rng())
         crop = self.augment(image=s.crop)["image"] if self.augment else s.crop
         return {"image": _to_chw(crop), "label": torch.tensor(float(s.label)),
                 "weight": torch.tensor(float(s.loss_weight(self.type_weights)))}
