@@ -52,6 +52,24 @@ def test_onnx_runner_matches_torch_on_odd_sizes(models: dict, tmp_path: Path):
     assert got.shape == (5, 1) and np.abs(got - expected).max() < 1e-4
 
 
+def test_numpy_activations_match_torch_on_extreme_logits():
+    import warnings
+
+    import torch
+
+    logits = np.random.default_rng(1).normal(0, 8, (2, 4, 5, 7)).astype(np.float32)
+    logits[0, :, 0, :4] = [[-1e4], [1e4], [-100.0], [100.0]]  # saturated pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow in exp
+        seg = backends.apply_activation(logits, "segment")
+        cls = backends.apply_activation(logits[:, :1], "classify")
+    t = torch.from_numpy(logits)
+    expected = torch.cat([t[:, :3].softmax(1), t[:, 3:].sigmoid()], 1).numpy()
+    assert seg.dtype == cls.dtype == np.float32
+    np.testing.assert_allclose(seg, expected, atol=1e-6)
+    np.testing.assert_allclose(cls, t[:, :1].sigmoid().numpy(), atol=1e-6)
+
+
 def test_backend_selection(models: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     seg = models["segmenter"]
     assert make_runner(seg, "segment", "torch", tmp_path).backend == "torch"
