@@ -155,6 +155,11 @@ def test_crops_reflect_at_the_border() -> None:
     # crop rows 0..19 are image rows -20..-1, i.e. rows 19..0 mirrored (edge repeated)
     assert (crop[:20, 21:] == image[19::-1, :27]).all()
     assert (crop[20:, 21:] == image[:28, :27]).all()
+    # A crop wider than the image (a tiny photo) folds back and forth, as np.pad does.
+    tiny = image[:5, :7]
+    (crop,) = cell_crops(tiny, np.array([[3.0, 2.0]]), np.array([32.0]), out_size=48)
+    folded = np.pad(tiny, ((48, 48), (48, 48), (0, 0)), mode="symmetric")
+    assert (crop == folded[48 - 21:48 + 27, 48 - 20:48 + 28]).all()
 
 
 def test_no_cells_no_crops() -> None:

@@ -35,13 +35,26 @@ def cell_crops(image: np.ndarray, centroids: np.ndarray, diameters_px: np.ndarra
         return crops
     sides = np.maximum(1, np.round(context * diameters)).astype(int)
     starts = np.floor(centroids - (sides[:, None] - 1) / 2 + 0.5).astype(int)
-    pad = int(max(sides.max(), 1))
-    padded = np.pad(image, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
-    for i, ((x0, y0), side) in enumerate(zip(starts + pad, sides, strict=True)):
-        window = padded[y0:y0 + side, x0:x0 + side]
+    h, w = image.shape[:2]
+    for i, ((x0, y0), side) in enumerate(zip(starts, sides, strict=True)):
+        if 0 <= x0 <= w - side and 0 <= y0 <= h - side:
+            window = image[y0:y0 + side, x0:x0 + side]
+        else:  # only this window is mirrored: padding the whole field cost ~20 ms a field
+            window = image[np.ix_(_mirrored(y0, side, h), _mirrored(x0, side, w))]
         interp = cv2.INTER_AREA if side > out_size else cv2.INTER_LINEAR
         crops[i] = cv2.resize(window, (out_size, out_size), interpolation=interp)
     return crops
+
+
+def _mirrored(start: int, length: int, size: int) -> np.ndarray:
+    """Indices ``start .. start + length - 1`` folded into ``0 .. size - 1`` as numpy's
+    ``pad(mode="symmetric")`` folds them (edge repeated, period ``2 * size``).
+
+    >>> _mirrored(-3, 9, 4).tolist()
+    [2, 1, 0, 0, 1, 2, 3, 3, 2]
+    """
+    folded = np.arange(start, start + length) % (2 * size)
+    return np.where(folded < size, folded, 2 * size - 1 - folded)
 
 
 #: Where :func:`balance_background` puts each channel's bright end (plasma, pale red cells).
