@@ -58,7 +58,10 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.
         x0, x1 = max(0, int((box[1].start - 1) * fx)), min(w, int(np.ceil((box[1].stop + 1) * fx)))
         size = (x1 - x0, y1 - y0)
         m = _window_transform(fy, fx, y0, x0)
-        own = cv2.warpAffine((instances == cell_id).astype(np.uint8), m, size,
+        # The cell's own pixels all lie in its box: compare only there (a whole-map
+        # comparison per cell cost more than the warp), moving the map's origin with it.
+        own_box = (m - [[0, 0, box[1].start], [0, 0, box[0].start]]).astype(np.float64)
+        own = cv2.warpAffine((instances[box] == cell_id).astype(np.uint8), own_box, size,
                              flags=cv2.INTER_NEAREST | _WARP, borderMode=cv2.BORDER_CONSTANT) > 0
         probs = [cv2.warpAffine(p, m, size, flags=cv2.INTER_LINEAR | _WARP,
                                 borderMode=cv2.BORDER_REPLICATE) for p in class_prob]
