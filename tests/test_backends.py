@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import allseg.inference.backends as backends
 from allseg.errors import ModelError
@@ -53,10 +55,6 @@ def test_onnx_runner_matches_torch_on_odd_sizes(models: dict, tmp_path: Path):
 
 
 def test_numpy_activations_match_torch_on_extreme_logits():
-    import warnings
-
-    import torch
-
     logits = np.random.default_rng(1).normal(0, 8, (2, 4, 5, 7)).astype(np.float32)
     logits[0, :, 0, :4] = [[-1e4], [1e4], [-100.0], [100.0]]  # saturated pixels
     with warnings.catch_warnings():

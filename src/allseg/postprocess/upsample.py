@@ -60,7 +60,8 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.
         m = _window_transform(fy, fx, y0, x0)
         # The cell's own pixels all lie in its box: compare only there (a whole-map
         # comparison per cell cost more than the warp), moving the map's origin with it.
-        own_box = (m - [[0, 0, box[1].start], [0, 0, box[0].start]]).astype(np.float64)
+        own_box = m.copy()
+        own_box[:, 2] -= (box[1].start, box[0].start)
         own = cv2.warpAffine((instances[box] == cell_id).astype(np.uint8), own_box, size,
                              flags=cv2.INTER_NEAREST | _WARP, borderMode=cv2.BORDER_CONSTANT) > 0
         probs = [cv2.warpAffine(p, m, size, flags=cv2.INTER_LINEAR | _WARP,
