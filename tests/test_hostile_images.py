@@ -89,6 +89,21 @@ def test_exif_orientation_is_honoured(tmp_path: Path) -> None:
     assert image[:20, :, 0].mean() > 200 and image[20:, :, 0].mean() < 50  # red now on top
 
 
+@pytest.mark.parametrize("options", [{"quality": 90}, {"quality": 75, "progressive": True},
+                                     {"quality": 95, "subsampling": 0}],
+                         ids=["baseline", "progressive", "4:4:4"])
+def test_upright_jpeg_reads_as_pillow_decodes_it(tmp_path: Path, options: dict) -> None:
+    """The fast OpenCV path for upright JPEGs gives Pillow's pixels, writable."""
+    rng = np.random.default_rng(3)
+    smooth = np.kron(rng.integers(0, 255, (9, 13, 3), np.uint8), np.ones((7, 7, 1), np.uint8))
+    path = tmp_path / "field.jpg"
+    Image.fromarray(smooth[:61, :89]).save(path, **options)
+    with Image.open(path) as img:
+        expected = np.asarray(img.convert("RGB"))
+    image = read_image(path)
+    assert image.flags.writeable and np.array_equal(image, expected)
+
+
 def test_16_bit_grey_png_scales_by_type_range(tmp_path: Path) -> None:
     path = tmp_path / "deep.png"
     Image.fromarray(np.array([[0, 32768, 65535]], np.uint16)).save(path)

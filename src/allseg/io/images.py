@@ -10,6 +10,7 @@ import struct
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -22,6 +23,10 @@ MAX_PIXELS = 250_000_000
 #: "Missing dimensions" from a TIFF without a width tag, or struct.error.
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, TypeError, KeyError, IndexError, EOFError,
                  ZeroDivisionError, struct.error)
+#: EXIF orientation tag: 1 (or no tag) means the pixels are stored upright.
+EXIF_ORIENTATION = 0x0112
+#: JPEG's end-of-image marker: a file that does not end with it was cut short.
+JPEG_END = b"\xff\xd9"
 
 
 def is_image_file(path: Path) -> bool:
@@ -73,6 +78,11 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
                 raise ImageReadError(path, f"empty image ({w}x{h})")
             if getattr(img, "n_frames", 1) > 1:
                 warnings.warn(f"{path}: {img.n_frames} pages; using the first", stacklevel=2)
+            if (img.format == "JPEG" and img.mode == "RGB"
+                    and img.getexif().get(EXIF_ORIENTATION, 1) == 1):
+                pixels = _decode_upright_jpeg(path)
+                if pixels is not None and pixels.shape[:2] == (h, w):
+                    return pixels
             img.load()
             img = ImageOps.exif_transpose(img)
             return pil_to_rgb(img)
@@ -88,6 +98,26 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         if path.suffix.lower() in (".tif", ".tiff"):
             return _read_with_tifffile(path, max_pixels)
         raise ImageReadError(path, f"unreadable or truncated image ({exc})") from exc
+
+
+def _decode_upright_jpeg(path: Path) -> np.ndarray | None:
+    """RGB pixels of a complete JPEG via OpenCV, or None to leave the file to Pillow.
+
+    Both decode with libjpeg-turbo's defaults, so the pixels are the same (checked on 151
+    BCCD, TXL-PBC and synthetic JPEGs; a test compares baseline and progressive files),
+    but OpenCV decodes straight into its array, ~3x faster than Pillow's decode plus the
+    two copies that make it a writable array (~0.06 s for a 2592x1944 field). A file
+    that does not end with the end-of-image marker goes to Pillow, which names it as
+    truncated.
+    """
+    data = np.fromfile(path, np.uint8)
+    if data[-2:].tobytes() != JPEG_END:
+        return None
+    try:
+        bgr = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    except cv2.error:
+        return None
+    return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=bgr)
 
 
 def _raise_unreadable(path: Path, problem: str) -> np.ndarray:

@@ -7,6 +7,8 @@ pixels, so a cell costs the same whatever the image size.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -105,6 +107,12 @@ def outer_contour(mask: np.ndarray, offset: tuple[int, int]) -> list[list[int]]:
     return (poly + np.asarray(offset)).astype(int).tolist()
 
 
+#: Cells are measured side by side: OpenCV and numpy release the GIL for most of the work
+#: (nucleolus top-hats, ~3 ms a cell at 0.09 µm/px, dominate it).
+_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                           thread_name_prefix="allseg-features")
+
+
 def cell_features(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
                   um_per_px: float | None,
                   boxes: list[tuple[slice, slice] | None] | None = None) -> list[dict[str, Any]]:
@@ -119,34 +127,37 @@ def cell_features(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
     ``um_per_px`` is unknown. ``boxes``: each id's bounding box when the caller knows
     them (``ndi.find_objects(instances)`` otherwise, a pass over the whole image).
     """
-    cells = []
-    for idx, box in enumerate(ndi.find_objects(instances) if boxes is None else boxes,
-                              start=1):
-        if box is None:
-            continue
-        grey = cv2.cvtColor(image[box], cv2.COLOR_RGB2GRAY)
-        cell = instances[box] == idx
-        nucleus = cell & (parts[box] == NUCLEUS)
-        y0, x0 = box[0].start, box[1].start
-        ys, xs = np.nonzero(cell)
-        area = int(ys.size)
-        nucleus_area = int(nucleus.sum())
-        diameter = equivalent_diameter(area)
-        radius = (NUCLEOLUS_RADIUS_UM / um_per_px if um_per_px
-                  else NUCLEOLUS_RADIUS_FRACTION * equivalent_diameter(nucleus_area))
-        cells.append({
-            "id": idx,
-            "centroid": [float(xs.mean() + x0), float(ys.mean() + y0)],
-            "bbox": [x0, y0, box[1].stop, box[0].stop],
-            "area_px": area,
-            "area_um2": area * um_per_px**2 if um_per_px else None,
-            "nucleus_area_px": nucleus_area,
-            "nc_ratio": nucleus_area / area,
-            "circularity": circularity(nucleus),
-            "diameter_px": diameter,
-            "diameter_um": diameter * um_per_px if um_per_px else None,
-            "chromatin_texture": chromatin_texture(grey, nucleus),
-            "nucleolus_count": nucleolus_count(grey, nucleus, radius) if nucleus_area else 0,
-            "contour": outer_contour(cell, (x0, y0)),
-        })
-    return cells
+    boxes = ndi.find_objects(instances) if boxes is None else boxes
+    found = [(idx, box) for idx, box in enumerate(boxes, start=1) if box is not None]
+    return list(_POOL.map(lambda cell: _measure_cell(image, parts, instances, um_per_px, *cell),
+                          found))
+
+
+def _measure_cell(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
+                  um_per_px: float | None, idx: int, box: tuple[slice, slice]) -> dict[str, Any]:
+    """The :func:`cell_features` dict of instance ``idx``, from its bounding ``box``."""
+    grey = cv2.cvtColor(image[box], cv2.COLOR_RGB2GRAY)
+    cell = instances[box] == idx
+    nucleus = cell & (parts[box] == NUCLEUS)
+    y0, x0 = box[0].start, box[1].start
+    ys, xs = np.nonzero(cell)
+    area = int(ys.size)
+    nucleus_area = int(nucleus.sum())
+    diameter = equivalent_diameter(area)
+    radius = (NUCLEOLUS_RADIUS_UM / um_per_px if um_per_px
+              else NUCLEOLUS_RADIUS_FRACTION * equivalent_diameter(nucleus_area))
+    return {
+        "id": idx,
+        "centroid": [float(xs.mean() + x0), float(ys.mean() + y0)],
+        "bbox": [x0, y0, box[1].stop, box[0].stop],
+        "area_px": area,
+        "area_um2": area * um_per_px**2 if um_per_px else None,
+        "nucleus_area_px": nucleus_area,
+        "nc_ratio": nucleus_area / area,
+        "circularity": circularity(nucleus),
+        "diameter_px": diameter,
+        "diameter_um": diameter * um_per_px if um_per_px else None,
+        "chromatin_texture": chromatin_texture(grey, nucleus),
+        "nucleolus_count": nucleolus_count(grey, nucleus, radius) if nucleus_area else 0,
+        "contour": outer_contour(cell, (x0, y0)),
+    }

@@ -23,16 +23,14 @@ def parts_from_probs(class_prob: np.ndarray, inside: np.ndarray) -> np.ndarray:
     return parts
 
 
-def _split_touching(centre: np.ndarray, foreground: np.ndarray,
+def _split_touching(centre: np.ndarray, blobs: np.ndarray, n_blobs: int,
                     markers: np.ndarray, n_markers: int) -> np.ndarray:
-    """Label cells: one per marker; watershed only where a blob holds several.
+    """Label cells: one per marker; watershed only where a foreground blob holds several.
 
-    A foreground blob with a single marker is that cell as a whole, so the
-    (comparatively slow) watershed runs only on the bounding boxes of blobs
-    that need splitting. Blobs without any marker stay 0 (no cell centre was
-    found there).
+    A blob (``blobs``: the labelled foreground) with a single marker is that cell as a
+    whole, so the (comparatively slow) watershed runs only on the bounding boxes of blobs
+    that need splitting. Blobs without any marker stay 0 (no cell centre was found there).
     """
-    blobs, n_blobs = ndi.label(foreground)
     # A marker lies inside foreground and is connected, so it sits in one blob.
     blob_of_marker = np.zeros(n_markers + 1, np.int64)
     seeded = np.flatnonzero(markers)
@@ -53,9 +51,12 @@ def _split_touching(centre: np.ndarray, foreground: np.ndarray,
 
 
 def _neighbours(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Labels of every pair of 4-connected neighbouring pixels, as two flat arrays."""
-    return (np.concatenate([labels[:, :-1].ravel(), labels[:-1, :].ravel()]),
-            np.concatenate([labels[:, 1:].ravel(), labels[1:, :].ravel()]))
+    """Labels on either side of every 4-connected pixel boundary where the label changes,
+    as two flat arrays (only those pairs: every caller looks at nothing else)."""
+    across = labels[:, :-1] != labels[:, 1:]
+    down = labels[:-1, :] != labels[1:, :]
+    return (np.concatenate([labels[:, :-1][across], labels[:-1, :][down]]),
+            np.concatenate([labels[:, 1:][across], labels[1:, :][down]]))
 
 
 #: A split-off piece whose nucleus covers less than this share of it is merged back into
@@ -88,9 +89,8 @@ def merge_fragments(labels: np.ndarray, parts: np.ndarray,
     area = np.bincount(flat, minlength=n + 1)
     nucleus = np.bincount(flat, weights=(parts == NUCLEUS).ravel(), minlength=n + 1)
     a, b = _neighbours(np.pad(labels, 1))  # the image border is outline, never contact
-    edge = a != b
-    outline = np.bincount(a[edge], minlength=n + 1) + np.bincount(b[edge], minlength=n + 1)
-    touching = edge & (a > 0) & (b > 0)
+    outline = np.bincount(a, minlength=n + 1) + np.bincount(b, minlength=n + 1)
+    touching = (a > 0) & (b > 0)
     src = np.concatenate([a[touching], b[touching]])
     dst = np.concatenate([b[touching], a[touching]])
     contact = np.bincount(src, minlength=n + 1)
@@ -194,7 +194,7 @@ def merge_convex_groups(labels: np.ndarray,
 def _touching_pairs(labels: np.ndarray) -> set[tuple[int, int]]:
     """Every pair ``(smaller, larger)`` of labels that touch (4-connected)."""
     a, b = _neighbours(labels)
-    touching = (a != b) & (a > 0) & (b > 0)
+    touching = (a > 0) & (b > 0)
     return {(int(x), int(y)) for x, y in
             np.unique(np.sort(np.stack([a[touching], b[touching]], 1), axis=1), axis=0)}
 
@@ -215,10 +215,10 @@ def _union_solidity(labels: np.ndarray, boxes: dict, first: int, second: int) ->
     return _solidity((crop == first) | (crop == second))
 
 
-def seed_unmarked_blobs(markers: np.ndarray, n_markers: int, foreground: np.ndarray,
-                        centre: np.ndarray) -> tuple[np.ndarray, int]:
-    """Give every foreground blob without a marker one of its own: its core, where the
-    centre map reaches half the blob's peak.
+def seed_unmarked_blobs(markers: np.ndarray, n_markers: int, blobs: np.ndarray,
+                        n_blobs: int, centre: np.ndarray) -> tuple[np.ndarray, int]:
+    """Give every foreground blob (``blobs``: the labelled foreground) without a marker one
+    of its own: its core, where the centre map reaches half the blob's peak.
 
     A cell unlike the training cells (a pale, granular neutrophil of an unseen stain) can
     be drawn as foreground while its centre map never reaches the marker threshold; it is
@@ -226,20 +226,21 @@ def seed_unmarked_blobs(markers: np.ndarray, n_markers: int, foreground: np.ndar
 
     >>> fg = np.zeros((5, 12), bool); fg[1:4, 1:4] = fg[1:4, 7:11] = True
     >>> centre = np.where(fg, 0.3, 0.0); centre[2, 2] = 0.9; centre[2, 8:10] = 0.4
-    >>> markers, n = seed_unmarked_blobs(*ndi.label(centre > 0.5), fg, centre)
+    >>> markers, n = seed_unmarked_blobs(*ndi.label(centre > 0.5), *ndi.label(fg), centre)
     >>> n, sorted(np.unique(markers[2]).tolist())
     (2, [0, 1, 2])
     """
-    blobs, n_blobs = ndi.label(foreground)
     if n_blobs == 0:
         return markers, n_markers
     marked = np.zeros(n_blobs + 1, bool)
-    marked[np.unique(blobs[markers > 0])] = True
+    marked[blobs[markers > 0]] = True
     marked[0] = True
     if marked.all():
         return markers, n_markers
-    peak = np.asarray(ndi.maximum(centre, blobs, np.arange(n_blobs + 1)))
-    core = ~marked[blobs] & (centre >= 0.5 * peak[blobs])
+    unmarked = ~marked[blobs]
+    peak = np.zeros(n_blobs + 1, centre.dtype)
+    np.maximum.at(peak, blobs[unmarked], centre[unmarked])
+    core = unmarked & (centre >= 0.5 * peak[blobs])
     new_id = np.cumsum(~marked) * ~marked  # 1.. for each unmarked blob
     markers = markers.copy()
     markers[core] = n_markers + new_id[blobs[core]]
@@ -268,9 +269,10 @@ def instances_from_maps(class_prob: np.ndarray, centre: np.ndarray, min_area_px:
     if centre.shape != class_prob.shape[1:]:
         raise ValueError(f"centre {centre.shape} does not match class_prob {class_prob.shape}")
     foreground = class_prob[0] < 0.5
+    blobs, n_blobs = ndi.label(foreground)
     markers, n_markers = seed_unmarked_blobs(
-        *ndi.label((centre > marker_threshold) & foreground), foreground, centre)
-    labels = (_split_touching(centre, foreground, markers, n_markers)
+        *ndi.label((centre > marker_threshold) & foreground), blobs, n_blobs, centre)
+    labels = (_split_touching(centre, blobs, n_blobs, markers, n_markers)
               if n_markers else np.zeros(centre.shape, np.int32))
     parts = parts_from_probs(class_prob, labels > 0)
     labels = merge_convex_groups(merge_convex_pairs(merge_fragments(labels, parts)))
