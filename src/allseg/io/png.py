@@ -14,19 +14,17 @@ the result; tests check it against PIL.
 
 from __future__ import annotations
 
-import os
 import struct
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from isal import isal_zlib
+
+from allseg.threads import POOL, WORKERS
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 UP_FILTER = 2
 #: zlib header for deflate with a 32 KiB window at the fastest level (RFC 1950).
 ZLIB_HEADER = b"\x78\x01"
-WORKERS = max(1, min(4, os.cpu_count() or 1))
-_POOL = ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="allseg-png")
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -71,7 +69,7 @@ def encode_png(image: np.ndarray) -> bytes:
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # wraps modulo 256, as PNG wants
     raw = memoryview(filtered).cast("B")
     bands = np.linspace(0, h, min(h, WORKERS) + 1).astype(int) * filtered.shape[1]
-    pieces = [_POOL.submit(_deflate, raw[a:b], b == bands[-1])
+    pieces = [POOL.submit(_deflate, raw[a:b], b == bands[-1])
               for a, b in zip(bands[:-1], bands[1:], strict=True) if b > a]
     stream = b"".join([ZLIB_HEADER, *(p.result() for p in pieces),
                        struct.pack(">I", isal_zlib.adler32(raw))])

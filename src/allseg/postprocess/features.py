@@ -7,8 +7,6 @@ pixels, so a cell costs the same whatever the image size.
 from __future__ import annotations
 
 import math
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import cv2
@@ -17,6 +15,7 @@ from scipy import ndimage as ndi
 from skimage.measure import perimeter_crofton
 
 from allseg.data.record import NUCLEUS
+from allseg.threads import POOL
 
 #: Nucleoli are about 1-3 µm across; the top-hat keeps spots up to this radius.
 NUCLEOLUS_RADIUS_UM = 1.5
@@ -107,12 +106,6 @@ def outer_contour(mask: np.ndarray, offset: tuple[int, int]) -> list[list[int]]:
     return (poly + np.asarray(offset)).astype(int).tolist()
 
 
-#: Cells are measured side by side: OpenCV and numpy release the GIL for most of the work
-#: (nucleolus top-hats, ~3 ms a cell at 0.09 µm/px, dominate it).
-_POOL = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                           thread_name_prefix="allseg-features")
-
-
 def cell_features(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
                   um_per_px: float | None,
                   boxes: list[tuple[slice, slice] | None] | None = None) -> list[dict[str, Any]]:
@@ -129,7 +122,9 @@ def cell_features(image: np.ndarray, parts: np.ndarray, instances: np.ndarray,
     """
     boxes = ndi.find_objects(instances) if boxes is None else boxes
     found = [(idx, box) for idx, box in enumerate(boxes, start=1) if box is not None]
-    return list(_POOL.map(lambda cell: _measure_cell(image, parts, instances, um_per_px, *cell),
+    # Side by side: OpenCV and numpy release the GIL for most of a cell's work (its
+    # nucleolus top-hat, ~3 ms at 0.09 µm/px, dominates).
+    return list(POOL.map(lambda cell: _measure_cell(image, parts, instances, um_per_px, *cell),
                           found))
 
 

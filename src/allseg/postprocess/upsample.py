@@ -13,6 +13,7 @@ from scipy import ndimage as ndi
 
 from allseg.data.record import CYTOPLASM, NUCLEUS
 from allseg.postprocess.nucleus_edges import nucleus_decision, tidy_nucleus
+from allseg.threads import POOL
 
 _WARP = cv2.WARP_INVERSE_MAP
 
@@ -51,32 +52,47 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.
     parts = np.zeros((h, w), np.uint8)
     out = np.zeros((h, w), np.int32)
     boxes: list[Box] = []
-    for cell_id, box in enumerate(ndi.find_objects(instances), start=1):
-        if box is None:
-            continue
-        y0, y1 = max(0, int((box[0].start - 1) * fy)), min(h, int(np.ceil((box[0].stop + 1) * fy)))
-        x0, x1 = max(0, int((box[1].start - 1) * fx)), min(w, int(np.ceil((box[1].stop + 1) * fx)))
-        size = (x1 - x0, y1 - y0)
-        m = _window_transform(fy, fx, y0, x0)
-        # The cell's own pixels all lie in its box: compare only there (a whole-map
-        # comparison per cell cost more than the warp), moving the map's origin with it.
-        own_box = m.copy()
-        own_box[:, 2] -= (box[1].start, box[0].start)
-        own = cv2.warpAffine((instances[box] == cell_id).astype(np.uint8), own_box, size,
-                             flags=cv2.INTER_NEAREST | _WARP, borderMode=cv2.BORDER_CONSTANT) > 0
-        probs = [cv2.warpAffine(p, m, size, flags=cv2.INTER_LINEAR | _WARP,
-                                borderMode=cv2.BORDER_REPLICATE) for p in class_prob]
-        inside = own & (np.argmax(np.stack(probs), axis=0) > 0)
+    found = [(cell_id, box) for cell_id, box in enumerate(ndi.find_objects(instances), start=1)
+             if box is not None]
+    # Cells side by side (OpenCV and numpy release the GIL); each writes only its own
+    # pixels, so they are put in place in id order afterwards.
+    windows = POOL.map(lambda cell: _cell_window(class_prob, instances, image, fy, fx, *cell),
+                       found)
+    for y0, x0, inside, nucleus in windows:
         if not inside.any():
             continue
-        nucleus = inside & nucleus_decision(image[y0:y1, x0:x1], probs[1], probs[2],
-                                            np.sqrt(fx * fy))
-        nucleus = inside & tidy_nucleus(nucleus)
-        out[y0:y1, x0:x1][inside] = len(boxes) + 1
-        parts[y0:y1, x0:x1][inside & ~nucleus] = CYTOPLASM
-        parts[y0:y1, x0:x1][nucleus] = NUCLEUS
+        out[y0:y0 + inside.shape[0], x0:x0 + inside.shape[1]][inside] = len(boxes) + 1
+        window = parts[y0:y0 + inside.shape[0], x0:x0 + inside.shape[1]]
+        window[inside & ~nucleus] = CYTOPLASM
+        window[nucleus] = NUCLEUS
         rows = np.flatnonzero(inside.any(axis=1)).tolist()
         cols = np.flatnonzero(inside.any(axis=0)).tolist()
         boxes.append((slice(y0 + rows[0], y0 + rows[-1] + 1),
                       slice(x0 + cols[0], x0 + cols[-1] + 1)))
     return parts, out, boxes
+
+
+def _cell_window(class_prob: np.ndarray, instances: np.ndarray, image: np.ndarray,
+                 fy: float, fx: float, cell_id: int, box: Box
+                 ) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """One cell at full size: its window's origin ``(y0, x0)`` and, over the window, its
+    pixels and its nucleus (both empty when no full-size pixel is left to it)."""
+    h, w = image.shape[:2]
+    y0, y1 = max(0, int((box[0].start - 1) * fy)), min(h, int(np.ceil((box[0].stop + 1) * fy)))
+    x0, x1 = max(0, int((box[1].start - 1) * fx)), min(w, int(np.ceil((box[1].stop + 1) * fx)))
+    size = (x1 - x0, y1 - y0)
+    m = _window_transform(fy, fx, y0, x0)
+    # The cell's own pixels all lie in its box: compare only there (a whole-map
+    # comparison per cell cost more than the warp), moving the map's origin with it.
+    own_box = m.copy()
+    own_box[:, 2] -= (box[1].start, box[0].start)
+    own = cv2.warpAffine((instances[box] == cell_id).astype(np.uint8), own_box, size,
+                         flags=cv2.INTER_NEAREST | _WARP, borderMode=cv2.BORDER_CONSTANT) > 0
+    probs = [cv2.warpAffine(p, m, size, flags=cv2.INTER_LINEAR | _WARP,
+                            borderMode=cv2.BORDER_REPLICATE) for p in class_prob]
+    inside = own & (np.argmax(np.stack(probs), axis=0) > 0)
+    if not inside.any():
+        return y0, x0, inside, inside
+    nucleus = inside & nucleus_decision(image[y0:y1, x0:x1], probs[1], probs[2],
+                                        np.sqrt(fx * fy))
+    return y0, x0, inside, inside & tidy_nucleus(nucleus)
