@@ -7,6 +7,7 @@ import math
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 from skimage.draw import disk
 
 from allseg.data.record import CYTOPLASM, NUCLEUS
@@ -126,6 +127,27 @@ def test_features_follow_ascending_ids() -> None:
     cells = cell_features(image, parts, inst, None)
     assert [c["id"] for c in cells] == [1, 2]
     assert sum(c["area_px"] for c in cells) == int((inst > 0).sum())
+
+
+def test_many_cells_keep_their_ids_through_upsampling_and_features() -> None:
+    """Cells are upsampled and measured side by side: each result must still belong to
+    its own id (twelve cells of different sizes, so a mix-up changes areas)."""
+    cells = [(25 + 50 * row, 25 + 50 * col, 12 + row + 2 * col, 6)
+             for row in range(3) for col in range(4)]
+    prob, centre = make_maps((150, 200), cells)
+    _, small = instances_from_maps(prob, centre, min_area_px=20)
+    image = np.full((300, 400, 3), 200, np.uint8)
+    parts, big, boxes = upsample_instances(prob, small, image)
+    assert big.max() == small.max() == 12
+    assert boxes == ndi.find_objects(big)
+    for cell_id in range(1, 13):  # each id keeps its cell: 4x the area at twice the size
+        assert (big == cell_id).sum() == pytest.approx(4 * (small == cell_id).sum(), rel=0.1)
+    features = cell_features(image, parts, big, None, boxes)
+    assert [f["id"] for f in features] == list(range(1, 13))
+    for f in features:
+        ys, xs = np.nonzero(big == f["id"])
+        assert f["area_px"] == ys.size
+        assert f["centroid"] == pytest.approx([xs.mean(), ys.mean()])
 
 
 def test_crops_have_fixed_size_and_centre_the_cell() -> None:
