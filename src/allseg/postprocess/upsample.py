@@ -58,15 +58,15 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.
     # pixels, so they are put in place in id order afterwards.
     windows = POOL.map(lambda cell: _cell_window(class_prob, instances, image, fy, fx, *cell),
                        found)
-    for y0, x0, inside, nucleus in windows:
+    for window, inside, nucleus in windows:
         if not inside.any():
             continue
-        out[y0:y0 + inside.shape[0], x0:x0 + inside.shape[1]][inside] = len(boxes) + 1
-        window = parts[y0:y0 + inside.shape[0], x0:x0 + inside.shape[1]]
-        window[inside & ~nucleus] = CYTOPLASM
-        window[nucleus] = NUCLEUS
+        out[window][inside] = len(boxes) + 1
+        parts[window][inside & ~nucleus] = CYTOPLASM
+        parts[window][nucleus] = NUCLEUS
         rows = np.flatnonzero(inside.any(axis=1)).tolist()
         cols = np.flatnonzero(inside.any(axis=0)).tolist()
+        y0, x0 = window[0].start, window[1].start
         boxes.append((slice(y0 + rows[0], y0 + rows[-1] + 1),
                       slice(x0 + cols[0], x0 + cols[-1] + 1)))
     return parts, out, boxes
@@ -74,9 +74,9 @@ def upsample_instances(class_prob: np.ndarray, instances: np.ndarray, image: np.
 
 def _cell_window(class_prob: np.ndarray, instances: np.ndarray, image: np.ndarray,
                  fy: float, fx: float, cell_id: int, box: Box
-                 ) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """One cell at full size: its window's origin ``(y0, x0)`` and, over the window, its
-    pixels and its nucleus (both empty when no full-size pixel is left to it)."""
+                 ) -> tuple[Box, np.ndarray, np.ndarray]:
+    """One cell at full size: its window in the image and, over the window, its pixels
+    and its nucleus (both empty when no full-size pixel is left to it)."""
     h, w = image.shape[:2]
     y0, y1 = max(0, int((box[0].start - 1) * fy)), min(h, int(np.ceil((box[0].stop + 1) * fy)))
     x0, x1 = max(0, int((box[1].start - 1) * fx)), min(w, int(np.ceil((box[1].stop + 1) * fx)))
@@ -91,8 +91,8 @@ def _cell_window(class_prob: np.ndarray, instances: np.ndarray, image: np.ndarra
     probs = [cv2.warpAffine(p, m, size, flags=cv2.INTER_LINEAR | _WARP,
                             borderMode=cv2.BORDER_REPLICATE) for p in class_prob]
     inside = own & (np.argmax(np.stack(probs), axis=0) > 0)
+    window = (slice(y0, y1), slice(x0, x1))
     if not inside.any():
-        return y0, x0, inside, inside
-    nucleus = inside & nucleus_decision(image[y0:y1, x0:x1], probs[1], probs[2],
-                                        np.sqrt(fx * fy))
-    return y0, x0, inside, inside & tidy_nucleus(nucleus)
+        return window, inside, inside
+    nucleus = inside & nucleus_decision(image[window], probs[1], probs[2], np.sqrt(fx * fy))
+    return window, inside, inside & tidy_nucleus(nucleus)
