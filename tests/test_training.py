@@ -10,6 +10,7 @@ import pytest
 
 from allseg.errors import InputError
 from allseg.models import load_model_folder
+from allseg.training.centre_threshold import CANDIDATES
 from allseg.training.config import load_config
 from allseg.training.run import train
 from allseg.training.samples import centre_map, split_names
@@ -68,7 +69,8 @@ def test_centre_map_peaks_once_per_cell() -> None:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     tmp = tmp_path_factory.mktemp("train")
-    return train(tiny_config(tmp)), tmp
+    tuning = 'segmenter.centre_tuning={ layout = "masks", n = 1, seed = 9 }'
+    return train(tiny_config(tmp, tuning)), tmp
 
 
 def test_train_writes_a_loadable_model_folder(trained: tuple[Path, Path]) -> None:
@@ -84,6 +86,11 @@ def test_train_writes_a_loadable_model_folder(trained: tuple[Path, Path]) -> Non
     assert list((tmp / "run" / "logs").rglob("metrics.csv"))
     assert not list(model_dir.glob("*.ckpt")) and not list(model_dir.glob("*.pt"))
     json.loads((model_dir / "config.json").read_text())
+    tuned = meta["training"]["segmenter"]["centre_threshold"]
+    assert set(tuned["instance_f1_iou50"]) == {"onnx", "onnx-int8"}
+    for scores in tuned["instance_f1_iou50"].values():
+        assert set(scores) == {str(t) for t in CANDIDATES}
+    assert tuned["fields"] == 1 and meta["thresholds"]["centre"] == tuned["threshold"]
 
 
 def test_resume_skips_finished_stages(trained: tuple[Path, Path]) -> None:
@@ -100,7 +107,9 @@ def test_one_stage_on_a_base_model_keeps_the_other(trained: tuple[Path, Path],
     model_dir = train(tiny_config(tmp_path, 'stage="classifier"', out), base_model=base_dir)
     assert (model_dir / "segmenter.safetensors").read_bytes() == (
         base_dir / "segmenter.safetensors").read_bytes()
-    assert set(load_model_folder(model_dir)[1]["training"]) == {"segmenter", "classifier"}
+    meta = load_model_folder(model_dir)[1]
+    assert set(meta["training"]) == {"segmenter", "classifier"}
+    assert meta["thresholds"]["centre"] == load_model_folder(base_dir)[1]["thresholds"]["centre"]
     # The bundled model (by name) crops 96 px cells; a recipe with 32 px crops cannot use it.
     with pytest.raises(InputError, match="crop_size"):
         train(tiny_config(tmp_path, 'stage="classifier"', out), base_model="default")

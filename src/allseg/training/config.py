@@ -126,6 +126,10 @@ class StageConfig(_Strict):
 class SegmenterConfig(StageConfig):
     arch: str = "unet_small"
     kwargs: dict[str, Any] = {"base_channels": 16}
+    #: Synthetic fields (with exact instance masks; a seed no data source uses) on which
+    #: the centre threshold that splits touching cells is chosen after training
+    #: (:mod:`allseg.training.centre_threshold`); None keeps 0.5.
+    centre_tuning: SynthSource | None = None
 
 
 class ClassifierConfig(StageConfig):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -27,6 +28,7 @@ from allseg.inference.models import resolve_model_dir
 from allseg.inference.monochrome import in_colour
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
 from allseg.training.blast_head import fit_blast_head
+from allseg.training.centre_threshold import tune_centre_threshold
 from allseg.training.config import DataSource, TrainConfig
 from allseg.training.datasets import CellCropDataset, SegImageDataset, SegPatchDataset
 from allseg.training.learning_curve import curve_row, learning_curve, write_curve
@@ -360,7 +362,10 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
             if stage in done_models and stage in cfg.stages():
                 models[stage] = done_models[stage]
                 meta["training"][stage] = done_meta["training"][stage]
+                if stage == "segmenter":
+                    meta["thresholds"]["centre"] = done_meta["thresholds"]["centre"]
     todo = [s for s in cfg.stages() if s not in meta["training"] or not resume]
+    is_zero = rank_zero_only.rank == 0
     if todo:
         data = collect_samples(cfg.model_copy(update={"stage": "both"}) if len(todo) == 2
                                else cfg.model_copy(update={"stage": todo[0]}), run_dir)
@@ -380,11 +385,30 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
                     summary["threshold"] = chosen
             is_zero = summary.pop("global_zero")
             meta["training"][stage] = {**summary, "data": _describe_sources(cfg)}
+            if stage == "segmenter":  # a base model's centre threshold was for its network
+                meta["thresholds"]["centre"] = DEFAULT_THRESHOLDS["centre"]
             if is_zero:  # one writer under DDP; the others hold identical weights
                 save_model_folder(model_dir, models, meta)
                 if stage == "classifier" and cfg.classifier.blast_head and "segmenter" in models:
                     _add_blast_head(cfg, data[stage].val, model_dir, models, meta)
+    if (is_zero and cfg.segmenter.centre_tuning is not None and "segmenter" in cfg.stages()
+            and "centre_threshold" not in meta["training"]["segmenter"]):
+        _tune_centre(cfg, run_dir, model_dir, models, meta)
     return model_dir
+
+
+def _tune_centre(cfg: TrainConfig, run_dir: Path, model_dir: Path, models: dict,
+                 meta: dict) -> None:
+    """Choose the centre threshold of the saved folder on the recipe's tuning fields."""
+    if "classifier" not in models:  # the predictor that measures it needs both stages
+        warnings.warn("centre threshold not tuned: the model folder has no classifier "
+                      "(train both stages, or pass --base-model)", stacklevel=2)
+        return
+    fields = source_folder(DataSource(synth=cfg.segmenter.centre_tuning), run_dir)
+    chosen = tune_centre_threshold(model_dir, fields)
+    meta["thresholds"]["centre"] = chosen["threshold"]
+    meta["training"]["segmenter"]["centre_threshold"] = chosen
+    save_model_folder(model_dir, models, meta)
 
 
 def _add_blast_head(cfg: TrainConfig, val: list, model_dir: Path, models: dict,
