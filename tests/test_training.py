@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -98,6 +99,24 @@ def test_resume_skips_finished_stages(trained: tuple[Path, Path]) -> None:
     before = (model_dir / "segmenter.safetensors").read_bytes()
     assert train(tiny_config(tmp), resume=True) == model_dir
     assert (model_dir / "segmenter.safetensors").read_bytes() == before
+
+
+def test_resume_tunes_the_centre_threshold_once_and_keeps_the_rest(
+        trained: tuple[Path, Path], tmp_path: Path) -> None:
+    """A run stopped while tuning the centre threshold tunes it on --resume, and keeps
+    what the finished stages had set."""
+    model_dir, _ = trained
+    stopped = tmp_path / "run" / "model"
+    shutil.copytree(model_dir, stopped)
+    config = json.loads((stopped / "config.json").read_text())
+    del config["meta"]["training"]["segmenter"]["centre_threshold"]
+    config["meta"]["thresholds"]["blast_probability"] = 0.77  # as the classifier chose it
+    (stopped / "config.json").write_text(json.dumps(config))
+    tuning = 'segmenter.centre_tuning={ layout = "masks", n = 1, seed = 9 }'
+    assert train(tiny_config(tmp_path, tuning), resume=True) == stopped
+    meta = load_model_folder(stopped)[1]
+    assert meta["training"]["segmenter"]["centre_threshold"]["fields"] == 1
+    assert meta["thresholds"]["blast_probability"] == 0.77
 
 
 def test_one_stage_on_a_base_model_keeps_the_other(trained: tuple[Path, Path],

@@ -358,12 +358,13 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
         meta["training"].update(base_meta.get("training", {}))
     if resume and (model_dir / "config.json").exists():
         done_models, done_meta = load_model_folder(model_dir)
+        # What the finished stages set (thresholds, blast head) carries on; a stage trained
+        # again below resets its own keys.
+        meta.update({k: v for k, v in done_meta.items() if k != "training"})
         for stage in done_meta.get("training", {}):
             if stage in done_models and stage in cfg.stages():
                 models[stage] = done_models[stage]
                 meta["training"][stage] = done_meta["training"][stage]
-                if stage == "segmenter":
-                    meta["thresholds"]["centre"] = done_meta["thresholds"]["centre"]
     todo = [s for s in cfg.stages() if s not in meta["training"] or not resume]
     is_zero = rank_zero_only.rank == 0
     if todo:
