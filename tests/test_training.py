@@ -6,11 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from allseg.errors import InputError
 from allseg.models import load_model_folder
+from allseg.training.augment import stain_red_cells_like_nuclei
 from allseg.training.centre_threshold import CANDIDATES
 from allseg.training.config import load_config
 from allseg.training.run import train
@@ -134,6 +136,19 @@ def test_one_stage_on_a_base_model_keeps_the_other(trained: tuple[Path, Path],
         train(tiny_config(tmp_path, 'stage="classifier"', out), base_model="default")
 
 
+def test_resume_on_a_base_model_trains_what_this_run_has_not(trained: tuple[Path, Path],
+                                                             tmp_path: Path) -> None:
+    """The base model's record of a stage is not this run having trained it: --resume
+    on a fresh run folder trains (it once did nothing and said the model was written)."""
+    base_dir, _ = trained
+    model_dir = train(tiny_config(tmp_path, 'stage="segmenter"', "seed=1"), resume=True,
+                      base_model=base_dir)
+    assert (model_dir / "segmenter.safetensors").read_bytes() != (
+        base_dir / "segmenter.safetensors").read_bytes()
+    assert (model_dir / "classifier.safetensors").read_bytes() == (
+        base_dir / "classifier.safetensors").read_bytes()
+
+
 def test_resume_continues_from_last_checkpoint(tmp_path: Path) -> None:
     """A run that died after epoch 1 (model folder never written) resumes at epoch 2."""
     import csv
@@ -219,3 +234,18 @@ def test_augmentations_draw_independently() -> None:
         runs.append([full(image=image)["image"] for _ in range(3)])
     assert all(np.array_equal(a, b) for a, b in zip(*runs, strict=True))
     assert not np.array_equal(runs[0][0], runs[0][1])
+
+
+def test_red_cells_take_the_nuclei_hue_and_leukocytes_keep_theirs() -> None:
+    image = np.full((64, 64, 3), (235, 225, 225), np.uint8)  # the slide
+    image[4:24, 4:24] = (205, 125, 125)  # a red cell: darker than the slide, reddish
+    image[36:60, 36:60] = (90, 60, 150)  # a leukocyte nucleus
+    classes = np.zeros((64, 64), np.uint8)
+    classes[36:60, 36:60] = 2
+    out = stain_red_cells_like_nuclei(image, classes, np.random.default_rng(0))
+    assert np.array_equal(out[36:60, 36:60], image[36:60, 36:60])
+    assert np.array_equal(out[40:64, 0:30], image[40:64, 0:30])  # the slide is not tinted
+    lab = [cv2.cvtColor(x[None, None], cv2.COLOR_RGB2LAB)[0, 0, 1:].astype(float)
+           for x in (image[14, 14], out[14, 14], image[48, 48])]
+    before, after = (np.linalg.norm(x - lab[2]) for x in lab[:2])
+    assert after < 0.6 * before  # at least 40% of the way to the nucleus's hue

@@ -160,7 +160,7 @@ def _loaders(stage: str, cfg: TrainConfig, data: StageData) -> tuple[DataLoader,
     workers = cfg.num_workers
     if stage == "segmenter":
         train_ds = SegPatchDataset(data.train, cfg.patch_size, st.steps_per_epoch * st.batch_size,
-                                   cfg.seed)
+                                   cfg.seed, st.purple_red_cells)
         val_ds = SegImageDataset(data.val) if data.val else None
         val_bs = 1
     else:
@@ -356,6 +356,7 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
         _, models, base_meta = _load_matching_folder(cfg, base_model)
         meta.update({k: v for k, v in base_meta.items() if k != "training"})
         meta["training"].update(base_meta.get("training", {}))
+    done: set[str] = set()  # stages this run folder already finished
     if resume and (model_dir / "config.json").exists():
         done_models, done_meta = load_model_folder(model_dir)
         # What the finished stages set (thresholds, blast head) carries on; a stage trained
@@ -365,7 +366,8 @@ def train(cfg: TrainConfig, resume: bool = False, base_model: str | Path | None 
             if stage in done_models and stage in cfg.stages():
                 models[stage] = done_models[stage]
                 meta["training"][stage] = done_meta["training"][stage]
-    todo = [s for s in cfg.stages() if s not in meta["training"] or not resume]
+                done.add(stage)
+    todo = [s for s in cfg.stages() if s not in done]  # not the base model's records
     is_zero = rank_zero_only.rank == 0
     if todo:
         data = collect_samples(cfg.model_copy(update={"stage": "both"}) if len(todo) == 2
