@@ -33,6 +33,47 @@ def _colour_and_noise() -> list[A.BasicTransform]:
     ]
 
 
+#: A leukocyte nucleus's colour in Wright-Giemsa, for patches that show no nucleus.
+TYPICAL_NUCLEUS_RGB = (96, 64, 144)
+#: Background pixels this much darker (8-bit L*) than the patch's slide are wholly cells.
+CELL_DARKNESS = 12.0
+
+
+def stain_red_cells_like_nuclei(image: np.ndarray, classes: np.ndarray,
+                                rng: np.random.Generator) -> np.ndarray:
+    """Give the red cells and platelets of a patch the nuclei's hue.
+
+    Some labs' stains colour red cells as purple as leukocyte nuclei (the phone photos of
+    TXL-PBC's Raabin): a segmenter that learned "purple means nucleus" from other labs
+    then takes them for leukocytes (0.7% of Raabin's red cells when it never saw Raabin).
+    Background pixels darker than the slide (``classes == 0``: red cells and platelets)
+    get their chroma (a*, b*) moved toward the nuclei's, the patch's own or a typical
+    one, by a random strength, and may darken; their lightness pattern (central pallor,
+    edges) stays, so only shape and texture tell them from nuclei.
+    """
+    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    background = classes == 0
+    if np.count_nonzero(background) < 16:
+        return image
+    lightness = lab[..., 0]
+    slide = np.percentile(lightness[background], 90)
+    # 0 on the slide, 1 from CELL_DARKNESS below it: soft, so no cut-out edges appear.
+    weight = np.clip((slide - lightness) / CELL_DARKNESS, 0, 1) * background
+    if not weight.any():
+        return image
+    nucleus = classes == 2
+    if np.count_nonzero(nucleus) >= 50:
+        target = lab[nucleus, 1:].mean(axis=0)
+    else:
+        typical = np.uint8([[TYPICAL_NUCLEUS_RGB]])
+        target = cv2.cvtColor(typical, cv2.COLOR_RGB2LAB)[0, 0, 1:].astype(np.float32)
+    weight *= rng.uniform(0.4, 1.0)
+    lab[..., 1:] += weight[..., None] * (target - lab[..., 1:])
+    lab[..., 0] *= 1 - weight * rng.uniform(0, 0.25)
+    recoloured = cv2.cvtColor(lab.clip(0, 255).round().astype(np.uint8), cv2.COLOR_LAB2RGB)
+    return np.where((weight > 0)[..., None], recoloured, image)  # the rest keeps its bytes
+
+
 def reseed(transform: A.BaseCompose | A.BasicTransform, rng: np.random.Generator) -> None:
     """Give every transform of a pipeline a random stream of its own, drawn from ``rng``.
 

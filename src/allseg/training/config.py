@@ -130,6 +130,9 @@ class SegmenterConfig(StageConfig):
     #: the centre threshold that splits touching cells is chosen after training
     #: (:mod:`allseg.training.centre_threshold`); None keeps 0.5.
     centre_tuning: SynthSource | None = None
+    #: Share of training patches whose red cells get the nuclei's hue
+    #: (:func:`allseg.training.augment.stain_red_cells_like_nuclei`).
+    purple_red_cells: float = Field(0.0, ge=0, le=1)
 
 
 class ClassifierConfig(StageConfig):

@@ -6,7 +6,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from allseg.training.augment import classification_augment, reseed, segmentation_augment
+from allseg.training.augment import (
+    classification_augment,
+    reseed,
+    segmentation_augment,
+    stain_red_cells_like_nuclei,
+)
 from allseg.training.samples import IGNORE, CellSample, SegSample
 
 
@@ -23,11 +28,13 @@ def _item_rng() -> np.random.Generator:
 class SegPatchDataset(Dataset):
     """Random augmented patches; most are centred near a leukocyte so cells are not rare."""
 
-    def __init__(self, samples: list[SegSample], patch_size: int, length: int, seed: int) -> None:
+    def __init__(self, samples: list[SegSample], patch_size: int, length: int, seed: int,
+                 purple_red_cells: float = 0.0) -> None:
         self.samples = samples
         self.patch_size = patch_size
         self.length = length
         self.augment = segmentation_augment(patch_size, seed)
+        self.purple_red_cells = purple_red_cells
 
     def __len__(self) -> int:
         return self.length
@@ -48,8 +55,11 @@ class SegPatchDataset(Dataset):
         rng = _item_rng()
         sample = self.samples[int(rng.integers(len(self.samples)))]
         ys, xs = self._window(sample, rng)
+        image = sample.image[ys, xs]
+        if rng.random() < self.purple_red_cells:
+            image = stain_red_cells_like_nuclei(image, sample.classes[ys, xs], rng)
         reseed(self.augment, rng)
-        out = self.augment(image=sample.image[ys, xs],
+        out = self.augment(image=image,
                            masks=[sample.classes[ys, xs], sample.centre[ys, xs]])
         classes, centre = out["masks"]
         return {"image": _to_chw(out["image"]),
