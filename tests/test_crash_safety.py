@@ -35,6 +35,7 @@ kwargs = { base_channels = 4, depth = 3 }
 epochs = 8
 steps_per_epoch = 3
 batch_size = 2
+patience = 100  # all 8 epochs run: early stopping would depend on when the kill lands
 [[data]]
 synth = { layout = "masks", n = 3, seed = 5 }
 """
