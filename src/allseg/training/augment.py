@@ -12,6 +12,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from allseg.training.samples import CLASS_BACKGROUND, CLASS_NUCLEUS
+
 
 def _colour_and_noise() -> list[A.BasicTransform]:
     """Stain (HED and colour shifts) and acquisition: soft focus, low resolution (down-up
@@ -46,13 +48,13 @@ def stain_red_cells_like_nuclei(image: np.ndarray, classes: np.ndarray,
     Some labs' stains colour red cells as purple as leukocyte nuclei (the phone photos of
     TXL-PBC's Raabin): a segmenter that learned "purple means nucleus" from other labs
     then takes them for leukocytes (0.7% of Raabin's red cells when it never saw Raabin).
-    Background pixels darker than the slide (``classes == 0``: red cells and platelets)
+    Background pixels darker than the slide (red cells and platelets)
     get their chroma (a*, b*) moved toward the nuclei's, the patch's own or a typical
     one, by a random strength, and may darken; their lightness pattern (central pallor,
     edges) stays, so only shape and texture tell them from nuclei.
     """
     lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
-    background = classes == 0
+    background = classes == CLASS_BACKGROUND
     if np.count_nonzero(background) < 16:
         return image
     lightness = lab[..., 0]
@@ -61,7 +63,7 @@ def stain_red_cells_like_nuclei(image: np.ndarray, classes: np.ndarray,
     weight = np.clip((slide - lightness) / CELL_DARKNESS, 0, 1) * background
     if not weight.any():
         return image
-    nucleus = classes == 2
+    nucleus = classes == CLASS_NUCLEUS
     if np.count_nonzero(nucleus) >= 50:
         target = lab[nucleus, 1:].mean(axis=0)
     else:

@@ -64,7 +64,7 @@ def tune_centre_threshold(model_dir: str | Path, fields: str | Path,
                 raise InputError(fields, "has no instance masks to choose the centre "
                                  "threshold on")
             scores[threshold] = float(summary["instances"]["iou50"]["f1"])
-    mean = {t: float(np.mean([scores[t] for scores in f1.values()])) for t in CANDIDATES}
+    mean = {t: float(np.mean([by_graph[t] for by_graph in f1.values()])) for t in CANDIDATES}
     return {"threshold": best_threshold(mean), "fields": summary["instances"]["images"],
             "instance_f1_iou50": {backend: {str(t): round(v, 4) for t, v in scores.items()}
                                   for backend, scores in f1.items()}}

@@ -27,8 +27,8 @@ from allseg.errors import AllsegError, InputError
 from allseg.inference.models import resolve_model_dir
 from allseg.inference.monochrome import in_colour
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
+from allseg.training import centre_threshold
 from allseg.training.blast_head import fit_blast_head
-from allseg.training.centre_threshold import tune_centre_threshold
 from allseg.training.config import DataSource, TrainConfig
 from allseg.training.datasets import CellCropDataset, SegImageDataset, SegPatchDataset
 from allseg.training.learning_curve import curve_row, learning_curve, write_curve
@@ -44,7 +44,8 @@ from allseg.training.threshold import real_normal_threshold
 from allseg.training.validation import classifier_report
 
 #: Default decision thresholds written into every model folder.
-DEFAULT_THRESHOLDS = {"blast_probability": 0.5, "centre": 0.5, "min_cell_area_um2": 15.0}
+DEFAULT_THRESHOLDS = {"blast_probability": 0.5, "centre": centre_threshold.DEFAULT,
+                      "min_cell_area_um2": 15.0}
 
 
 @dataclass
@@ -408,7 +409,7 @@ def _tune_centre(cfg: TrainConfig, run_dir: Path, model_dir: Path, models: dict,
                       "(train both stages, or pass --base-model)", stacklevel=2)
         return
     fields = source_folder(DataSource(synth=cfg.segmenter.centre_tuning), run_dir)
-    chosen = tune_centre_threshold(model_dir, fields)
+    chosen = centre_threshold.tune_centre_threshold(model_dir, fields)
     meta["thresholds"]["centre"] = chosen["threshold"]
     meta["training"]["segmenter"]["centre_threshold"] = chosen
     save_model_folder(model_dir, models, meta)
