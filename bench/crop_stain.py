@@ -16,7 +16,6 @@ kept in ``bench/crop_stain/data`` (gitignored) and reused.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import shutil
@@ -27,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 from source_figures import figures
-from stain_shift import DATA, SHIFTS
+from stain_shift import DATA, SHIFTS, parse_args
 
 from allseg.evaluation.run import evaluate
 from allseg.evaluation.splits import select
@@ -86,15 +85,7 @@ def poor_images(eval_dir: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="default")
-    parser.add_argument("--shift", dest="shifts", action="append",
-                        help="a shift to (re)run, repeatable (names hold commas); the others "
-                        "keep their figures from results.json")
-    args = parser.parse_args()
-    names = list(SHIFTS) if args.shifts is None else args.shifts
-    if unknown := [n for n in names if n not in SHIFTS]:
-        parser.error(f"unknown shift(s) {unknown}; choose from {list(SHIFTS)}")
+    args, names = parse_args(__doc__.splitlines()[0])
     if not ZHENG.is_dir():
         raise SystemExit(f"{ZHENG} is absent: this benchmark needs ../shared/data")
     saved = HERE / "results.json"

@@ -187,8 +187,10 @@ def rescale_voc_boxes(src: Path, dst: Path, sx: float, sy: float) -> None:
     tree.write(dst)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str) -> tuple[argparse.Namespace, list[str]]:
+    """``--model`` and ``--shift`` of a shift benchmark, and the shift names to run (all
+    without ``--shift``); an unknown name stops with the list of known ones."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--model", default="default")
     parser.add_argument("--shift", dest="shifts", action="append",
                         help="a shift to (re)run, repeatable (names hold commas); the others "
@@ -197,6 +199,11 @@ def main() -> None:
     names = list(SHIFTS) if args.shifts is None else args.shifts
     if unknown := [n for n in names if n not in SHIFTS]:
         parser.error(f"unknown shift(s) {unknown}; choose from {list(SHIFTS)}")
+    return args, names
+
+
+def main() -> None:
+    args, names = parse_args(__doc__.splitlines()[0])
     chosen = {n: SHIFTS[n] for n in names}
     for source in SOURCES.values():
         if not source.root.is_dir():
