@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 from PIL import Image
 from source_figures import figures
-from stain_shift import DATA, SHIFTS, parse_args
+from stain_shift import DATA, SHIFTS, folder_name, parse_args
 
 from allseg.evaluation.run import evaluate
 from allseg.evaluation.splits import select
@@ -56,8 +56,7 @@ def enlarged(image: np.ndarray, mask: np.ndarray, factor: float
 def shifted_copy(name: str, shift: Callable[[np.ndarray], np.ndarray]) -> Path:
     """Fold 0 of Zheng Dataset 1, enlarged to ~0.1 um/px and shifted, in the
     ``images/ masks/ cells/`` layout (built once, reused)."""
-    spelled = name.replace("+", "plus").replace("-", "minus")
-    root = HERE / "data" / "".join(c if c.isalnum() else "_" for c in spelled)
+    root = HERE / "data" / folder_name(name)
     if (root / ".complete").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)

@@ -147,11 +147,20 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def folder_name(shift: str) -> str:
+    """A file-system name for a shift ("hue +20 deg" and "hue -20 deg" stay apart).
+
+    >>> folder_name("hue +20 deg"), folder_name("hue -20 deg")
+    ('hue_plus20_deg', 'hue_minus20_deg')
+    """
+    spelled = shift.replace("+", "plus").replace("-", "minus")
+    return "".join(c if c.isalnum() else "_" for c in spelled)
+
+
 def shifted_copy(source: Source, name: str, shift: Callable[[np.ndarray], np.ndarray]
                  ) -> Path:
     """A copy of ``source``'s scored images with ``shift`` applied (built once, reused)."""
-    spelled = name.replace("+", "plus").replace("-", "minus")  # "hue +20" is not "hue -20"
-    root = HERE / "data" / source.fmt / "".join(c if c.isalnum() else "_" for c in spelled)
+    root = HERE / "data" / source.fmt / folder_name(name)
     if (root / ".complete").exists():
         return root
     shutil.rmtree(root, ignore_errors=True)
