@@ -16,6 +16,7 @@ import numpy as np
 from allseg.errors import ModelError
 from allseg.inference import leukocyte_ruler as ruler
 from allseg.inference.backends import make_runner
+from allseg.inference.contrast import stretched
 from allseg.inference.field_of_view import blank_outside_field
 from allseg.inference.models import resolve_model_dir
 from allseg.inference.monochrome import in_colour
@@ -168,13 +169,16 @@ class Predictor:
         implausibly large (``ruler.overrules``), the leukocytes become the ruler: found
         by :meth:`_probe`, then measured and rescaled until they have a typical size
         (Cellpose's size model), as long as they grow with the scale
-        (``ruler.grew_with_scale``), and weighed with whatever red cells there were.
+        (``ruler.grew_with_scale``), and weighed with whatever red cells there were. The
+        leukocytes are sought and segmented on a copy with its contrast stretched
+        (``contrast.stretched``): faint photos lost their cell without it.
         """
         seg = self._segment(image, first.um_per_px)
         if first.source == "user":
             return first, seg
         if first.source == "red-cells" and not ruler.overrules(self._leukocyte_size(seg, True)):
             return first, seg
+        image = stretched(image)  # a faint crop's leukocyte is found at full contrast
         found = self._probe(image)
         if found is None:
             return first, seg
