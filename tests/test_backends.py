@@ -273,7 +273,12 @@ def test_bundled_model_ships_its_int8_segmenter(tmp_path: Path,
 
 
 def _predict_agrees_with_float32(tmp_path: Path) -> None:
-    """``allseg predict --backend onnx-int8`` finds the same cells on a synthetic field."""
+    """``allseg predict --backend onnx-int8`` finds the same cells on a synthetic field.
+
+    At the field's known scale: this field's few red cells leave the scale to the
+    leukocytes, which read it 45% fine with either backend, and at that scale the float32
+    segmenter on the faint field's spread levels finds 3 of its 4 leukocytes and int8 all 4
+    (the comparison is of backends, not of the scale estimate)."""
     import json
 
     from PIL import Image
@@ -289,7 +294,7 @@ def _predict_agrees_with_float32(tmp_path: Path) -> None:
         out = tmp_path / backend
         done = CliRunner().invoke(app, ["predict", str(tmp_path / "field.png"), "--model",
                                         str(tmp_path / "exported"), "--backend", backend,
-                                        "--out", str(out)])
+                                        "--um-per-px", "0.1", "--out", str(out)])
         assert done.exit_code == 0, done.output
         found[backend] = json.loads((out / "field.json").read_text())
         assert found[backend]["model"]["backend"] == backend
