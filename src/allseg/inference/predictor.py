@@ -170,15 +170,15 @@ class Predictor:
         by :meth:`_probe`, then measured and rescaled until they have a typical size
         (Cellpose's size model), as long as they grow with the scale
         (``ruler.grew_with_scale``), and weighed with whatever red cells there were. The
-        leukocytes are sought and segmented on a copy with its contrast stretched
-        (``contrast.stretched``): faint photos lost their cell without it.
+        leukocytes are sought and segmented on a copy whose levels are spread if it is
+        faint (``contrast.stretched``).
         """
         seg = self._segment(image, first.um_per_px)
         if first.source == "user":
             return first, seg
         if first.source == "red-cells" and not ruler.overrules(self._leukocyte_size(seg, True)):
             return first, seg
-        image = stretched(image)  # a faint crop's leukocyte is found at full contrast
+        image = stretched(image)  # a faint crop's leukocyte is lost at its own contrast
         found = self._probe(image)
         if found is None:
             return first, seg
