@@ -19,7 +19,7 @@ from allseg.inference.backends import make_runner
 from allseg.inference.contrast import stretched
 from allseg.inference.field_of_view import blank_outside_field
 from allseg.inference.models import resolve_model_dir
-from allseg.inference.monochrome import in_colour
+from allseg.inference.monochrome import colourise, is_monochrome
 from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
 from allseg.io.images import read_image
@@ -155,9 +155,13 @@ class Predictor:
         """What every prediction starts from: the photo as the segmenter sees it (in
         colour, an eyepiece's black ring painted the slide's colour), the first scale (the
         user's, or the red cells' measured on the photo itself: ``estimate_scale`` knows
-        the ring), and whether the photo was monochrome."""
-        image, monochrome = in_colour(image)  # the networks know stained smears in colour
-        first = resolve_scale(image, um_per_px, cell_diameter_px)
+        the ring), and whether the photo was monochrome (the networks and the red-cell
+        ruler know stained smears in colour; see ``monochrome.colourise`` for why each
+        gets its own recolouring)."""
+        monochrome = is_monochrome(image)
+        measured = colourise(image, anchor_on_cells=False) if monochrome else image
+        first = resolve_scale(measured, um_per_px, cell_diameter_px)
+        image = colourise(image) if monochrome else image
         return blank_outside_field(image), first, monochrome
 
     def _scale_and_segment(self, image: np.ndarray, first: ResolvedScale
