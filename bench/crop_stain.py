@@ -99,13 +99,15 @@ def main() -> None:
         print(name, json.dumps(results[name]), flush=True)
     write_json_atomic(saved, {"model": args.model, "shifts": results})
     print("| shift | nucleus Dice (worst image) | whole-cell Dice (worst image) "
-          f"| images under {POOR_DICE} nucleus Dice | scale error median / p95 |")
-    print("| --- " * 5 + "|")
+          f"| images under {POOR_DICE} nucleus Dice | scale error median / p95 "
+          "| crops with a cell called a blast (all normal) |")
+    print("| --- " * 6 + "|")
     for name, fig in results.items():
         print(f"| {name} | {fig['nucleus_dice']:.3f} ({fig['nucleus_dice_min']:.2f}) "
               f"| {fig['cell_dice']:.3f} ({fig['cell_dice_min']:.2f}) "
               f"| {fig['poor_images']} of {fig['images']} "
-              f"| {fig['scale_error_median']:.1%} / {fig['scale_error_p95']:.1%} |")
+              f"| {fig['scale_error_median']:.1%} / {fig['scale_error_p95']:.1%} "
+              f"| {fig.get('photos_with_blast', '-')} |")
 
 
 if __name__ == "__main__":

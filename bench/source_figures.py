@@ -27,8 +27,9 @@ def source_of(image: str, split_by_prefix: bool) -> str:
 
 
 def figures(eval_dir: Path, split_by_prefix: bool = False) -> dict[str, dict[str, float]]:
-    """Detection F1, red-cell boxes hit, Dice and scale error per source, from the
-    per-image rows."""
+    """Detection F1, red-cell boxes hit, Dice, scale error and the photos with a cell
+    called a blast per source, from the per-image rows (every real set here holds normal
+    blood only, so each such photo is a false "ALL suspected")."""
     rows = list(csv.DictReader((eval_dir / "per_image.csv").open(encoding="utf-8")))
     groups: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
@@ -48,6 +49,7 @@ def figures(eval_dir: Path, split_by_prefix: bool = False) -> dict[str, dict[str
         if errors := [abs(float(r["scale_error"])) for r in group if r.get("scale_error")]:
             figs["scale_error_median"] = float(np.median(errors))
             figs["scale_error_p95"] = float(np.percentile(errors, 95))
+        figs["photos_with_blast"] = sum(int(r["blast_count"]) > 0 for r in group)
         for part in ("nucleus", "cell"):
             if any(r.get(f"{part}_tp") for r in group):
                 figs[f"{part}_dice"] = _f1(total(f"{part}_tp"), total(f"{part}_fp"),

@@ -234,14 +234,17 @@ def main() -> None:
     write_json_atomic(saved, {"model": args.model, "shifts": results})
     columns = ("raabin", "pbc", "bcd", "bccd")
     print("| shift | " + " | ".join(f"{c} F1 (FP/FN)" for c in columns)
-          + " | red-cell boxes hit, worst source | scale error p95, worst source |")
-    print("| --- " * (len(columns) + 3) + "|")
+          + " | red-cell boxes hit, worst source | scale error p95, worst source "
+          "| photos called ALL suspected (all normal) |")
+    print("| --- " * (len(columns) + 4) + "|")
     for name, per in results.items():
         cells = [f"{per[c]['detection_f1']:.3f} ({per[c]['fp']}/{per[c]['fn']})"
                  for c in columns]
         hit = max(per[c]["red_cells_hit_rate"] for c in columns)
         scale = max(per[c]["scale_error_p95"] for c in columns)
-        print(f"| {name} | {' | '.join(cells)} | {hit:.2%} | {scale:.0%} |")
+        called = sum(per[c].get("photos_with_blast", 0) for c in columns)
+        photos = sum(per[c]["images"] for c in columns)
+        print(f"| {name} | {' | '.join(cells)} | {hit:.2%} | {scale:.0%} | {called} of {photos} |")
 
 
 if __name__ == "__main__":

@@ -79,3 +79,15 @@ def test_copies_are_enlarged_shifted_and_read_at_their_true_scale(
         assert records[0].image.shape == (204, 170, 3)  # 0.17 -> 0.1 um/px
     assert json.loads((root / "cells" / f"{records[0].source.stem}.json").read_text())[
         "um_per_px"] == bench.CROP_UM_PER_PX
+
+
+def test_per_source_figures_count_photos_called_all_suspected(tmp_path: Path) -> None:
+    """Every real set of the benches is normal blood: a photo with one cell called a blast
+    is a false "ALL suspected", counted per source."""
+    rows = ["image,blast_count,box_tp,box_fp,box_fn",
+            "raabin_1.jpg,0,1,0,0", "raabin_2.jpg,2,1,1,0", "pbc_1.jpg,1,1,0,0",
+            "pbc_2.jpg,0,0,0,1"]
+    (tmp_path / "per_image.csv").write_text("\n".join(rows) + "\n")
+    per = bench_module("source_figures").figures(tmp_path, split_by_prefix=True)
+    assert per["raabin"]["photos_with_blast"] == 1 and per["pbc"]["photos_with_blast"] == 1
+    assert per["raabin"]["detection_f1"] == pytest.approx(0.8)
