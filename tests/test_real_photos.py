@@ -18,9 +18,12 @@ import pytest
 
 from allseg.data.readers import open_dataset
 from allseg.evaluation.metrics import boxes_hit, dice, match_points_to_boxes
+from allseg.evaluation.splits import select
+from allseg.inference import scale
 from allseg.inference.field_of_view import outside_field
 from allseg.inference.monochrome import colourise
 from allseg.inference.predictor import Predictor
+from allseg.inference.scale import estimate_scale
 from allseg.io.images import read_image
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "allseg" / "samples"
@@ -168,6 +171,31 @@ def _through_the_eyepiece(image: np.ndarray) -> np.ndarray:
     ringed = image.copy()
     ringed[np.hypot(yy - h / 2, xx - w / 2) > 0.48 * min(h, w)] = 8
     return cv2.GaussianBlur(ringed, (7, 7), 0)
+
+
+@pytest.mark.skipif(not TXL.is_dir(), reason=f"TXL-PBC not found at {TXL}")
+def test_red_cells_cut_by_the_eyepiece_ring_measure_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Raabin and PBC photos of TXL-PBC fold 0 (every fifth) cut to a round field: the
+    red-cell ruler reads about the scale it reads on the whole photo. The ring is painted
+    slide-coloured, so the pale centre of every red cell it cuts opened onto it, and the
+    crescents read the scale ~20% coarse (median) until the cut pallor was filled."""
+    dataset = open_dataset(TXL, "yolo", weak_labels=False)
+    stems = [p.stem for p in dataset.items]
+    held_out = set(select(stems, "fold-0/5"))
+    picked = [i for i, stem in enumerate(stems)
+              if stem in held_out and not stem.startswith("bcd_")][::5]
+
+    def median_log_error() -> float:
+        return float(np.median([abs(np.log(
+            estimate_scale(_through_the_eyepiece(dataset[i].image)).um_per_px
+            / estimate_scale(dataset[i].image).um_per_px)) for i in picked]))
+
+    filled = median_log_error()
+    monkeypatch.setattr(scale, "_fill_cut_pallor", lambda mask, surround, max_area: mask)
+    unfilled = median_log_error()
+    # measured on 28 photos: 0.087 with the pallor filled, 0.209 without
+    assert filled <= 0.12 and filled <= unfilled - 0.07
 
 
 def test_the_black_ring_of_an_eyepiece_photo_is_not_cells(predictor: Predictor) -> None:
