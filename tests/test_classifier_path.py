@@ -21,7 +21,9 @@ from allseg.cli import app
 from allseg.data.labels_table import read_labels_table, stem_key
 from allseg.data.readers import detect_format, open_dataset
 from allseg.errors import AllsegError, InputError
-from allseg.inference.monochrome import is_monochrome
+from allseg.inference.monochrome import for_red_cells, is_monochrome
+from allseg.inference.scale import ScaleEstimate, estimate_scale
+from allseg.io.images import read_image
 from allseg.synth import write_dataset
 from allseg.training.config import load_config
 from allseg.training.datasets import CellCropDataset
@@ -172,3 +174,25 @@ def test_monochrome_crops_are_trained_as_the_predictor_sees_them(
     cfg = recipe(tmp_path, f'path = "{grey}"\num_per_px = 0.1\nmasks = false')
     crops = [s.crop for s in collect_samples(cfg, tmp_path)["classifier"].train]
     assert crops and all(not is_monochrome(crop) for crop in crops)
+
+
+def test_monochrome_photos_are_measured_as_the_predictor_measures_them(
+        class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without a known scale, a grey photo's red cells are measured on the recolouring the
+    predictor's red-cell ruler sees, not on the one its networks see."""
+    grey = tmp_path / "grey"
+    for path in [p for folder in ("blast", "lymphocyte")
+                 for p in sorted((class_folders / folder).glob("*.tif"))[:2]]:
+        target = grey / path.relative_to(class_folders)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").save(target)
+    expected = {for_red_cells(read_image(p)).tobytes() for p in grey.rglob("*.tif")}
+    measured: list[np.ndarray] = []
+
+    def recording(image: np.ndarray) -> ScaleEstimate:
+        measured.append(image)
+        return estimate_scale(image)
+
+    monkeypatch.setattr("allseg.inference.scale.estimate_scale", recording)
+    collect_samples(recipe(tmp_path, f'path = "{grey}"\nmasks = false'), tmp_path)
+    assert len(measured) == 4 and all(image.tobytes() in expected for image in measured)

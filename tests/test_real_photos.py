@@ -7,7 +7,6 @@ The bundled BCCD samples always run; the other real sets skip when ../shared is 
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -238,10 +237,11 @@ def test_a_monochrome_camera_still_finds_the_leukocytes(
         return tp, fp, hit
 
     anchored = found(recolour=True)
-    monkeypatch.setattr("allseg.inference.predictor.colourise",
-                        functools.partial(colourise, anchor_on_cells=False))
+    monkeypatch.setattr("allseg.inference.predictor.in_colour",
+                        lambda image: (colourise(image, anchor_on_cells=False), True))
     slide_only = found(recolour=True)
-    monkeypatch.setattr("allseg.inference.predictor.is_monochrome", lambda image: False)
+    monkeypatch.setattr("allseg.inference.predictor.in_colour", lambda image: (image, False))
+    monkeypatch.setattr("allseg.inference.predictor.for_red_cells", lambda image: image)
     grey = found(recolour=False)
     boxes = sum(len(record.boxes) for record in records)
     # measured: 36 of 36 anchored on the cells, 32 read against the slide alone, 20 in grey

@@ -144,5 +144,12 @@ def colourise(image: np.ndarray, anchor_on_cells: bool = True) -> np.ndarray:
 
 
 def in_colour(image: np.ndarray) -> tuple[np.ndarray, bool]:
-    """The RGB ``image``, recoloured when it is monochrome, and whether it was."""
+    """The RGB ``image`` as the networks see it, recoloured when it is monochrome, and
+    whether it was."""
     return (colourise(image), True) if is_monochrome(image) else (image, False)
+
+
+def for_red_cells(image: np.ndarray) -> np.ndarray:
+    """The RGB ``image`` as the red-cell ruler sees it: recoloured against the slide alone
+    when it is monochrome (see :func:`colourise`)."""
+    return colourise(image, anchor_on_cells=False) if is_monochrome(image) else image

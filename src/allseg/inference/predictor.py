@@ -19,7 +19,7 @@ from allseg.inference.backends import make_runner
 from allseg.inference.contrast import stretched
 from allseg.inference.field_of_view import blank_outside_field
 from allseg.inference.models import resolve_model_dir
-from allseg.inference.monochrome import colourise, is_monochrome
+from allseg.inference.monochrome import for_red_cells, in_colour
 from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
 from allseg.io.images import read_image
@@ -158,10 +158,8 @@ class Predictor:
         the ring), and whether the photo was monochrome (the networks and the red-cell
         ruler know stained smears in colour; see ``monochrome.colourise`` for why each
         gets its own recolouring)."""
-        monochrome = is_monochrome(image)
-        measured = colourise(image, anchor_on_cells=False) if monochrome else image
-        first = resolve_scale(measured, um_per_px, cell_diameter_px)
-        image = colourise(image) if monochrome else image
+        first = resolve_scale(for_red_cells(image), um_per_px, cell_diameter_px)
+        image, monochrome = in_colour(image)
         return blank_outside_field(image), first, monochrome
 
     def _scale_and_segment(self, image: np.ndarray, first: ResolvedScale

@@ -107,7 +107,6 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                     raise
                 dataset.warn(f"skipped: {exc}")
                 continue
-            record.image = in_colour(record.image)[0]  # as the predictor will see it
             if table is not None:
                 if (labels := table.get(stem_key(record.name))) is None:
                     unlisted.append(record.name)
@@ -121,6 +120,7 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
             scale, trusted = record_scale(record, source.um_per_px)
             if not trusted:
                 unsure.append(record.name)
+            record.image = in_colour(record.image)[0]  # as the predictor's networks see it
             if source.masks and "segmenter" in cfg.stages():
                 sample = seg_sample(record, scale, cfg.canonical_um_per_px)
                 if sample is not None:

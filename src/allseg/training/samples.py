@@ -148,9 +148,10 @@ def record_scale(record: Record, source_um_per_px: float | None) -> tuple[float,
         return float(record.um_per_px), True
     if source_um_per_px:
         return float(source_um_per_px), True
+    from allseg.inference.monochrome import for_red_cells
     from allseg.inference.scale import estimate_scale
 
-    estimate = estimate_scale(record.image)
+    estimate = estimate_scale(for_red_cells(record.image))
     return estimate.um_per_px, estimate.reliable
 
 
