@@ -106,14 +106,6 @@ def anchored(relative: np.ndarray, cell: float) -> np.ndarray:
     return np.where(relative < cell, darker, lighter)
 
 
-def anchors(grey: np.ndarray) -> tuple[float, float]:
-    """A grey image's two anchors: the slide's grey level, and its typical cell's level
-    relative to the slide (:func:`cell_level`)."""
-    sample = grey[::4, ::4].astype(np.float32)
-    slide = max(slide_level(sample), 1.0)
-    return slide, cell_level(sample / slide)
-
-
 def colourise(image: np.ndarray, anchor_on_cells: bool = True) -> np.ndarray:
     """The grey RGB ``image`` with a stained smear's colours, its slide at ``SLIDE_GREY``.
 
@@ -133,10 +125,11 @@ def colourise(image: np.ndarray, anchor_on_cells: bool = True) -> np.ndarray:
     """
     grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     table = _table(anchor_on_cells)
-    slide, cell = anchors(grey)
+    sample = grey[::4, ::4].astype(np.float32)
+    slide = max(slide_level(sample), 1.0)
     relative = np.arange(256) / slide
     if anchor_on_cells:
-        relative = anchored(relative, cell)
+        relative = anchored(relative, cell_level(sample / slide))
     lookup = np.stack([np.interp(relative, table[:, 0], table[:, channel])
                        for channel in (1, 2, 3)], axis=1)
     lookup = np.clip(np.round(lookup * SLIDE_GREY), 0, 255).astype(np.uint8)
