@@ -238,6 +238,14 @@ def _leukocyte_zone(nuclei: np.ndarray, radius: float) -> np.ndarray:
     return to_nucleus <= LEUKOCYTE_ZONE_RADII * radius
 
 
+def _thickness(fg: np.ndarray, nuclei: np.ndarray, surround: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's distance to the slide (cells cut by the surround keep their thickness)
+    and the red-cell pixels that are measured (not nuclei, not the surround)."""
+    dist = cv2.distanceTransform(fg | surround, cv2.DIST_L2, _DIST_MASK)
+    return dist, fg.astype(bool) & (nuclei == 0) & ~surround
+
+
 def _red_cell_radius(image: np.ndarray, surround: np.ndarray) -> tuple[float, float]:
     """Typical red-cell radius and red-cell area (working pixels); 0 radius if none.
 
@@ -248,27 +256,27 @@ def _red_cell_radius(image: np.ndarray, surround: np.ndarray) -> tuple[float, fl
     fg = _foreground(image, nuclei, surround)
     if fg.all() or not fg.any():
         return 0.0, 0.0
-    dist = cv2.distanceTransform(fg | surround, cv2.DIST_L2, _DIST_MASK)
-    counted = fg.astype(bool) & (nuclei == 0) & ~surround
+    dist, counted = _thickness(fg, nuclei, surround)
     centres = ~surround
     if not counted.any():
         return 0.0, 0.0
-    # First pass sizes the leukocyte zone; the second, a narrow search around the first
-    # answer, measures the red cells outside it.
+    # First pass sizes the leukocyte zone and the pallor of cells cut by a surround; the
+    # second, a narrow search around the first answer, measures the red cells without them.
     radius = _median_thickness(dist, counted, centres, MIN_RADIUS_PX,
                                float(dist[centres].max()) + 1.0, 8)
-    zone = _leukocyte_zone(nuclei, radius) if radius > 0 else None
-    refilled = False
-    if radius > 0 and surround.any():  # a red cell's size tells its pallor from slide
+    if radius <= 0:
+        return 0.0, float(np.count_nonzero(counted))
+    again = False
+    if surround.any():
         filled = _fill_cut_pallor(fg, surround, PALLOR_AREA_SHARE * np.pi * radius**2)
-        refilled = bool((filled != fg).any())
-        fg = filled
-    if refilled:
-        dist = cv2.distanceTransform(fg | surround, cv2.DIST_L2, _DIST_MASK)
-        counted = fg.astype(bool) & (nuclei == 0) & ~surround
-    if zone is not None and zone.any():
+        if (filled != fg).any():
+            dist, counted = _thickness(filled, nuclei, surround)
+            again = True
+    zone = _leukocyte_zone(nuclei, radius)
+    if zone.any():
         counted &= ~zone
-    if refilled or (zone is not None and zone.any()):
+        again = True
+    if again:
         lo = max(MIN_RADIUS_PX, 0.6 * radius)
         radius = (_median_thickness(dist, counted, centres, lo, 1.6 * radius, 6)
                   if counted.any() else 0.0)
