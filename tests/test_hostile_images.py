@@ -124,6 +124,41 @@ def test_16_bit_rgb_tiff_via_tifffile(tmp_path: Path) -> None:
     assert (image[..., 1] == 255).all() and (image[..., 0] == 0).all()
 
 
+@pytest.mark.parametrize("bits", [10, 12, 14])
+@pytest.mark.parametrize("suffix", [".tif", ".png"])
+def test_a_camera_recording_fewer_bits_than_16_keeps_its_brightness(
+        tmp_path: Path, bits: int, suffix: str) -> None:
+    """A 12-bit camera's 16-bit file holds 0..4095; it must read as bright as its 8-bit
+    JPEG would, not at 1/16 (black on the overlay), from a folder and uploaded to the
+    service alike. PNGs too: Pillow drops their low byte."""
+    from allseg.service.app import decode_image_bytes
+
+    tifffile = pytest.importorskip("tifffile")
+    rng = np.random.default_rng(bits)
+    eight = rng.integers(0, 256, (6, 7, 3), np.uint8)
+    deep = (eight.astype(np.uint16) << (bits - 8)) + rng.integers(0, 2 ** (bits - 8),
+                                                                    eight.shape, np.uint16)
+    path = tmp_path / f"camera{suffix}"
+    if suffix == ".tif":
+        tifffile.imwrite(path, deep, photometric="rgb")
+    else:
+        cv2 = pytest.importorskip("cv2")
+        cv2.imwrite(str(path), deep[..., ::-1])
+    assert np.array_equal(read_image(path), eight)
+    assert np.array_equal(decode_image_bytes(path.read_bytes(), 10_000), eight)
+
+
+def test_a_16_bit_png_with_transparency_is_composited_on_white(tmp_path: Path) -> None:
+    cv2 = pytest.importorskip("cv2")
+    bgra = np.zeros((2, 2, 4), np.uint16)
+    bgra[..., 2] = 65535  # red
+    bgra[0, :, 3] = 65535  # top row opaque, bottom row transparent
+    path = tmp_path / "deep_alpha.png"
+    cv2.imwrite(str(path), bgra)
+    image = read_image(path)
+    assert image[0].tolist() == [[255, 0, 0]] * 2 and image[1].tolist() == [[255, 255, 255]] * 2
+
+
 def test_palette_with_transparency_is_composited_on_white(tmp_path: Path) -> None:
     img = Image.new("P", (4, 4), 0)
     img.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)

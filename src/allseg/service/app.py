@@ -45,7 +45,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from allseg import DISCLAIMER, __version__
 from allseg.errors import ImageReadError
 from allseg.io.atomic import encode_image
-from allseg.io.images import DECODE_ERRORS, pil_to_rgb, read_image
+from allseg.io.images import DECODE_ERRORS, is_deep_colour, pil_to_rgb, read_image
 from allseg.outputs.geojson import to_geojson
 from allseg.outputs.overlay import draw_overlay
 from allseg.outputs.schema import ALL_SUSPECTED, ImageResult
@@ -85,9 +85,10 @@ class ServiceError(Exception):
 # ---------------------------------------------------------------- decoding uploads
 
 
-def _decode_tiff(data: bytes, max_pixels: int) -> np.ndarray:
-    """TIFF variants Pillow cannot decode go through :func:`read_image`'s tifffile path."""
-    with tempfile.NamedTemporaryFile(suffix=".tif") as tmp:
+def _decode_as_file(data: bytes, max_pixels: int, kind: str) -> np.ndarray:
+    """Uploads Pillow cannot decode fully (TIFF variants, 16-bit colour) go through
+    :func:`read_image`'s own paths (tifffile, OpenCV), from a temporary file."""
+    with tempfile.NamedTemporaryFile(suffix=f".{kind.lower()}") as tmp:
         tmp.write(data)
         tmp.flush()
         try:
@@ -96,7 +97,7 @@ def _decode_tiff(data: bytes, max_pixels: int) -> np.ndarray:
                 return read_image(tmp.name, max_pixels)
         except ImageReadError as exc:
             status = 413 if "exceeds the limit" in exc.problem else 422
-            raise ServiceError(status, f"unreadable TIFF: {exc.problem}") from exc
+            raise ServiceError(status, f"unreadable {kind}: {exc.problem}") from exc
 
 
 def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
@@ -117,6 +118,8 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
                                    f"limit of {max_pixels:,} pixels")
             if w < 1 or h < 1:
                 raise ServiceError(422, f"empty image ({w}x{h})")
+            if is_deep_colour(img, data):
+                return _decode_as_file(data, max_pixels, str(img.format))
             img.load()
             return pil_to_rgb(ImageOps.exif_transpose(img))
     except ServiceError:
@@ -125,12 +128,12 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> np.ndarray:
         raise ServiceError(413, f"image refused as a decompression bomb ({exc})") from exc
     except UnidentifiedImageError as exc:
         if is_tiff:
-            return _decode_tiff(data, max_pixels)
+            return _decode_as_file(data, max_pixels, "TIFF")
         raise ServiceError(415, "not an image: the upload is not in a format Pillow can "
                            "identify (send JPEG, PNG, TIFF or BMP)") from exc
     except DECODE_ERRORS as exc:
         if is_tiff:
-            return _decode_tiff(data, max_pixels)
+            return _decode_as_file(data, max_pixels, "TIFF")
         raise ServiceError(422, f"corrupt or truncated image: {exc}") from exc
 
 
