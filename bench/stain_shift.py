@@ -3,8 +3,9 @@
 Every image of TXL-PBC fold 0 and of BCCD ``test`` (both held out of the default recipe)
 is copied with one shift at a time: haematoxylin up and eosin down or the reverse (HED
 space), hue turned by +-20 degrees, a tungsten-yellow white balance, soft focus with heavy
-JPEG, an under-exposed, a washed-out and a vignetting camera, a photo through an eyepiece
-(round field, black corners), a monochrome camera, and a field squashed to 224 x 224 as
+JPEG, an under-exposed (x0.55) and a dark (x0.25), a washed-out and a vignetting camera, a
+photo through an eyepiece (round field, black corners), a monochrome camera, and a field
+squashed to 224 x 224 as
 image-classification sets store smears (red cells ~25 px across, no longer round).
 The boxes move with the pixels (YOLO's are fractions of the image; BCCD's are rescaled).
 Each copy is scored like ``make eval`` (detection F1 per source, red-cell boxes holding a
@@ -139,6 +140,7 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "tungsten white balance": tungsten,
     "blur 1.5 px + JPEG q25": soft_jpeg,
     "under-exposed (x0.55)": exposure(0.55),
+    "dark (x0.25)": exposure(0.25),
     "washed out (gamma 0.7, black at 35%)": exposure(1.0, gamma=0.7, floor=0.35),
     "vignetting (corners at 45%)": vignetting,
     "eyepiece photo (round field in black)": eyepiece,

@@ -205,3 +205,16 @@ def test_leukocyte_rescaling_stops_when_the_cells_stop_growing(monkeypatch) -> N
     few_red_cells = ResolvedScale(0.0601, "default", 0.407)
     scale, _ = predictor._scale_and_segment(np.zeros((8, 8, 3), np.uint8), few_red_cells)
     assert scale.um_per_px == pytest.approx(0.061, rel=0.1)
+
+
+@pytest.mark.parametrize("gain", [0.3, 0.15])
+@pytest.mark.parametrize("sample", ["BloodImage_00007.jpg", "BloodImage_00011.jpg"])
+def test_a_dark_photo_is_measured_as_its_bright_copy(sample: str, gain: float) -> None:
+    """An under-exposed camera: the ruler's contrast cuts are in grey levels, so at 0.3 of
+    its brightness a BCCD photo's red cells were lost to the fallback scale (0.1 µm/px)."""
+    from allseg.io.images import read_image
+
+    image = read_image(Path(__file__).parents[1] / "src" / "allseg" / "samples" / sample)
+    dark = np.clip(image * gain + 0.5, 0, 255).astype(np.uint8)
+    bright, dim = estimate_scale(image), estimate_scale(dark)
+    assert dim.reliable and dim.um_per_px == pytest.approx(bright.um_per_px, rel=0.12)

@@ -18,6 +18,7 @@ from allseg.inference import leukocyte_ruler as ruler
 from allseg.inference.backends import make_runner
 from allseg.inference.contrast import stretched
 from allseg.inference.field_of_view import blank_outside_field
+from allseg.inference.illumination import exposed
 from allseg.inference.models import resolve_model_dir
 from allseg.inference.monochrome import for_red_cells, in_colour
 from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, resolve_scale
@@ -153,14 +154,15 @@ class Predictor:
                  cell_diameter_px: float | None = None
                  ) -> tuple[np.ndarray, ResolvedScale, bool]:
         """What every prediction starts from: the photo as the segmenter sees it (in
-        colour, an eyepiece's black ring painted the slide's colour), the first scale (the
-        user's, or the red cells' measured on the photo itself: ``estimate_scale`` knows
-        the ring), and whether the photo was monochrome (the networks and the red-cell
-        ruler know stained smears in colour; see ``monochrome.colourise`` for why each
-        gets its own recolouring)."""
+        colour, an eyepiece's black ring painted the slide's colour, a dark photo
+        brightened: ``illumination.exposed``), the first scale (the user's, or the red
+        cells' measured on the photo itself: ``estimate_scale`` knows the ring), and
+        whether the photo was monochrome (the networks and the red-cell ruler know stained
+        smears in colour; see ``monochrome.colourise`` for why each gets its own
+        recolouring)."""
         first = resolve_scale(for_red_cells(image), um_per_px, cell_diameter_px)
         image, monochrome = in_colour(image)
-        return blank_outside_field(image), first, monochrome
+        return exposed(blank_outside_field(image)), first, monochrome
 
     def _scale_and_segment(self, image: np.ndarray, first: ResolvedScale
                            ) -> tuple[ResolvedScale, Segmentation]:

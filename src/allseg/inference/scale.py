@@ -21,7 +21,7 @@ import numpy as np
 
 from allseg.data.ruler import RBC_DIAMETER_UM
 from allseg.inference.field_of_view import outside_field, paint_slide
-from allseg.inference.illumination import Illumination, fit_illumination
+from allseg.inference.illumination import Illumination, exposed, fit_illumination
 
 #: First pass: every image is resampled to this longest side, whatever its magnification,
 #: so a crop's few red cells and a field's many are measured alike (and a resized copy of
@@ -313,7 +313,7 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     # An eyepiece photo's black surround is neither red cells nor slide.
     surround = outside_field(image)
-    image = paint_slide(image, surround)
+    image = exposed(paint_slide(image, surround), surround)
     light = fit_illumination(image, surround)  # vignetting would count dim slide as cells
     side = max(image.shape[:2])
     if side >= 2 * LOCAL_FIRST_PASS_SIDE:
