@@ -2,12 +2,14 @@
 
 Truth: the median side of whole red-cell boxes = 7.5 µm (BCCD, TXL-PBC), or the known
 scale (Zheng Dataset 1, 0.17 µm/px from its neutrophils). Each image is also resized by
-every factor of ``--factors`` (its true scale divides by the factor). Writes
+every factor of ``--factors`` (its true scale divides by the factor), after its brightness
+is multiplied by ``--gain`` (a darker camera below 1; the scale is unchanged). Writes
 ``bench/scale/results.json`` and prints a Markdown table: per set and factor, the median
 and 95th-percentile |error| and the worst ratio, with error = estimate / truth - 1.
 
     .venv/bin/python bench/scale_error.py                 # red cells + the bundled model
     .venv/bin/python bench/scale_error.py --every 4       # every 4th image (faster)
+    .venv/bin/python bench/scale_error.py --every 12 --factors 1 --gain 0.2 --out /tmp/d.json
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--every", type=int, default=1, help="use every k-th image")
     parser.add_argument("--factors", default="0.3,0.5,1,2,3")
+    parser.add_argument("--gain", type=float, default=1.0,
+                        help="multiply every image's brightness by this (a darker camera)")
     parser.add_argument("--out", default="bench/scale/results.json")
     args = parser.parse_args()
     factors = [float(f) for f in args.factors.split(",")]
@@ -66,12 +70,14 @@ def main() -> None:
             truth = known or record.um_per_px
             if truth is None:
                 continue
+            original = (record.image if args.gain == 1 else np.clip(
+                record.image * args.gain + 0.5, 0, 255).astype(np.uint8))
             h, w = record.shape
             for f in factors:
                 size = (max(1, round(w * f)), max(1, round(h * f)))
                 interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
-                image = record.image if f == 1 else cv2.resize(record.image, size,
-                                                                 interpolation=interp)
+                image = original if f == 1 else cv2.resize(original, size,
+                                                             interpolation=interp)
                 estimate = predictor.estimate_scale(image)
                 ratio = estimate.um_per_px / (truth / f)
                 ratios[f].append(ratio)
@@ -82,6 +88,7 @@ def main() -> None:
         print(name, json.dumps(results[name]["all"]), flush=True)
     pooled = {k: v["all"] for k, v in results.items()}
     write_json_atomic(Path(args.out), {"model": args.model, "factors": factors,
+                                       "gain": args.gain,
                                        "every": args.every, "sets": results, "pooled": pooled})
     print("| set | factor | n | median abs error | p95 abs error | worst ratio | over 2x |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
