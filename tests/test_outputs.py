@@ -145,6 +145,17 @@ def test_overlay_scales_with_the_image(size: tuple[int, int]) -> None:
     assert magenta.any()
 
 
+def test_a_dark_photo_is_shown_brightened_and_a_bright_one_as_it_is() -> None:
+    """A quarter-exposure photo's overlay shows its slide as the networks saw it (150 of
+    255), not black; a photo lit normally is drawn unchanged outside the contours."""
+    result, image = fake_result()
+    header = draw_overlay(image, result).shape[0] - H
+    dark = (image // 4).astype(np.uint8)
+    slide = (slice(H - 5, H), slice(0, 5))  # a corner far from both cells
+    assert (draw_overlay(image, result)[header:][slide] == image[slide]).all()
+    assert dark[slide].max() < 60 and draw_overlay(dark, result)[header:][slide].min() >= 145
+
+
 def test_the_header_of_a_narrow_crop_wraps_instead_of_shrinking() -> None:
     """A 120 px single-cell crop (Zheng, Raabin thumbnails): the verdict and disclaimer
     break onto several lines of readable text, none running past the right edge."""

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 
 from allseg.data.record import BLAST, LEUKOCYTE, NUCLEUS
+from allseg.inference.illumination import exposed
 from allseg.outputs.schema import ALL_SUSPECTED, CellResult, ImageResult
 
 #: Class colours (RGB), shared with the GeoJSON classifications.
@@ -99,13 +100,15 @@ def _tint_nuclei(canvas: np.ndarray, result: ImageResult) -> None:
 def draw_overlay(image: np.ndarray, result: ImageResult) -> np.ndarray:
     """RGB ``uint8`` overlay: the image with nuclei tinted, cell contours (blasts
     thicker, in magenta; other leukocytes green), ``id p=...`` labels and a
-    header strip on top (so the overlay is taller than the image)."""
+    header strip on top (so the overlay is taller than the image). A dark photo is
+    shown brightened, as the networks saw it (``illumination.exposed``): drawn on the
+    photo itself, a quarter-exposure photo's cells could hardly be seen."""
     scale = _scale(image)
     header = _header(image.shape[1], result, scale)
     overlay = np.empty((header.shape[0] + image.shape[0], *image.shape[1:]), np.uint8)
     overlay[:header.shape[0]] = header
     canvas = overlay[header.shape[0]:]  # a contiguous view: drawing on it draws the overlay
-    canvas[:] = image
+    canvas[:] = exposed(image)
     _tint_nuclei(canvas, result)
     line = max(1, round(2 * scale))
     font_scale = max(0.5, 0.6 * scale)
