@@ -3,10 +3,10 @@
 Every image of TXL-PBC fold 0 and of BCCD ``test`` (both held out of the default recipe)
 is copied with one shift at a time: haematoxylin up and eosin down or the reverse (HED
 space), hue turned by +-20 degrees, a tungsten-yellow white balance, soft focus with heavy
-JPEG, an under-exposed (x0.55) and a dark (x0.25), a washed-out and a vignetting camera, a
-photo through an eyepiece (round field, black corners), a monochrome camera, and a field
-squashed to 224 x 224 as
-image-classification sets store smears (red cells ~25 px across, no longer round).
+JPEG, an under-exposed (x0.55), a dark (x0.25) and an over-exposed (x1.5, clipped), a
+washed-out and a vignetting camera, a photo through an eyepiece (round field, black
+corners), a monochrome camera, and a field squashed to 224 x 224 as image-classification
+sets store smears (red cells ~25 px across, no longer round).
 The boxes move with the pixels (YOLO's are fractions of the image; BCCD's are rescaled).
 Each copy is scored like ``make eval`` (detection F1 per source, red-cell boxes holding a
 predicted leukocyte).
@@ -90,7 +90,8 @@ def tungsten(image: np.ndarray) -> np.ndarray:
 
 def exposure(gain: float, gamma: float = 1.0, floor: float = 0.0
              ) -> Callable[[np.ndarray], np.ndarray]:
-    """A darker (gain < 1) or washed-out (floor > 0, gamma < 1) camera."""
+    """A darker (gain < 1), over-exposed (gain > 1: the slide and pale parts clip at
+    white) or washed-out (floor > 0, gamma < 1) camera."""
     def shift(image: np.ndarray) -> np.ndarray:
         level = (image / 255.0) ** gamma
         return np.clip(255 * gain * (floor + (1 - floor) * level), 0, 255).astype(np.uint8)
@@ -141,6 +142,7 @@ SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "blur 1.5 px + JPEG q25": soft_jpeg,
     "under-exposed (x0.55)": exposure(0.55),
     "dark (x0.25)": exposure(0.25),
+    "over-exposed (x1.5)": exposure(1.5),
     "washed out (gamma 0.7, black at 35%)": exposure(1.0, gamma=0.7, floor=0.35),
     "vignetting (corners at 45%)": vignetting,
     "eyepiece photo (round field in black)": eyepiece,
