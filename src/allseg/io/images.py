@@ -165,18 +165,16 @@ def is_deep_colour(img: Image.Image, head: bytes) -> bool:
 
 
 def _read_deep_png(path: Path) -> np.ndarray:
-    """A 16-bit colour PNG via OpenCV, which keeps its 16 bits, then :func:`_to_uint8`;
-    transparent parts composited on white like any other image."""
+    """A 16-bit colour PNG via OpenCV, which keeps its 16 bits: colour at the camera's bit
+    depth (:func:`_to_uint8`), transparency composited on white by :func:`pil_to_rgb`."""
     pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
     if pixels is None or pixels.dtype != np.uint16:
         raise ImageReadError(path, "unreadable or truncated 16-bit PNG")
-    order = cv2.COLOR_BGRA2RGBA if pixels.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    deep = cv2.cvtColor(pixels, order)
-    if deep.shape[2] == 3:
-        return _to_uint8(deep)
-    rgb = _to_uint8(deep[..., :3]).astype(np.float32)
-    alpha = deep[..., 3:].astype(np.float32) / 65535.0
-    return (rgb * alpha + 255.0 * (1.0 - alpha) + 0.5).astype(np.uint8)
+    if pixels.shape[2] == 3:
+        return _to_uint8(cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB))
+    rgba = cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGBA)
+    alpha = (rgba[..., 3:] >> 8).astype(np.uint8)
+    return pil_to_rgb(Image.fromarray(np.dstack([_to_uint8(rgba[..., :3]), alpha]), "RGBA"))
 
 
 def _raise_unreadable(path: Path, problem: str) -> np.ndarray:
