@@ -192,3 +192,20 @@ def test_a_dark_photo_gives_the_cell_of_its_bright_copy(predictor: Predictor, sa
     assert dim.um_per_px == pytest.approx(bright.um_per_px, rel=0.1)
     assert dim.cells[0].area_px == pytest.approx(bright.cells[0].area_px, rel=0.05)
     assert np.allclose(dim.cells[0].centroid, bright.cells[0].centroid, atol=3)
+
+
+def test_one_photo_saved_twice_in_one_folder_gets_two_sets_of_outputs(
+        tmp_path: Path, predictor: Predictor, field: tuple[np.ndarray, float]) -> None:
+    """``x.png`` beside ``x.tif`` (a raw camera file and its export): both were written to
+    one set of outputs, the second over the first, and the summary named one of them twice."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    small = Image.fromarray(field[0][:300, :400])
+    for name in ("x.png", "x.tif"):
+        small.save(folder / name)
+    predict_files(predictor, [folder], tmp_path / "out", progress=False, um_per_px=field[1])
+    images = {json.loads((tmp_path / "out" / f"in_x_{kind}.json").read_text())["image"]
+              for kind in ("png", "tif")}
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert images == {str(folder / "x.png"), str(folder / "x.tif")}
+    assert sorted(im["image"] for im in summary["images"]) == sorted(images)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -44,15 +45,26 @@ def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
 
 
 def unique_stems(files: list[Path]) -> list[str]:
-    """Output stems: the file stem, prefixed by its folder when two inputs share a stem.
+    """Output stems: the file stem, prefixed by its folder when two inputs share a stem,
+    then followed by its suffix, then numbered, while names still clash (``x.png`` and
+    ``x.tif`` of one folder used to write one set of outputs, the second over the first).
 
     >>> unique_stems([Path("a/x.jpg"), Path("b/x.jpg"), Path("b/y.png")])
     ['a_x', 'b_x', 'y']
+    >>> unique_stems([Path("in/x.png"), Path("in/x.tif"), Path("p/in/x.tif"), Path("y.tif")])
+    ['in_x_png', 'in_x_tif_1', 'in_x_tif_2', 'y']
     """
-    counts: dict[str, int] = {}
-    for f in files:
-        counts[f.stem] = counts.get(f.stem, 0) + 1
-    return [f"{f.parent.name}_{f.stem}" if counts[f.stem] > 1 else f.stem for f in files]
+    names = [f.stem for f in files]
+    for widen in (lambda f, n: f"{f.parent.name}_{n}",
+                  lambda f, n: f"{n}_{f.suffix.lstrip('.').lower()}"):
+        counts = Counter(names)
+        names = [widen(f, n) if counts[n] > 1 else n for f, n in zip(files, names, strict=True)]
+    counts, seen = Counter(names), Counter()
+    numbered = []
+    for name in names:
+        seen[name] += 1
+        numbered.append(f"{name}_{seen[name]}" if counts[name] > 1 else name)
+    return numbered
 
 
 def predict_files(predictor: Predictor, inputs: Iterable[str | Path], out_dir: str | Path,
