@@ -194,6 +194,22 @@ def test_a_dark_photo_gives_the_cell_of_its_bright_copy(predictor: Predictor, sa
     assert np.allclose(dim.cells[0].centroid, bright.cells[0].centroid, atol=3)
 
 
+def test_an_over_exposed_photo_is_predicted_at_the_finer_ruler_s_scale(
+        predictor: Predictor) -> None:
+    """At 1.5x the exposure a bundled sample's red cells read 1.7x coarse with full
+    confidence, and its leukocyte fell in two. White takes the pale parts of red cells and
+    leukocytes alike, so both rulers read coarse and the finer one is kept."""
+    from allseg.io.images import read_image
+
+    image = read_image(Path(__file__).parents[1] / "src" / "allseg" / "samples"
+                       / "BloodImage_00011.jpg")
+    clipped = np.clip(image * 1.5 + 0.5, 0, 255).astype(np.uint8)
+    normal, over = predictor.predict_image(image), predictor.predict_image(clipped)
+    assert over.leukocyte_count == normal.leukocyte_count == 1
+    assert over.um_per_px == pytest.approx(normal.um_per_px, rel=0.15)
+    assert over.scale_confidence < 0.5  # the user is told the scale is a guess
+
+
 def test_one_photo_saved_twice_in_one_folder_gets_two_sets_of_outputs(
         tmp_path: Path, predictor: Predictor, field: tuple[np.ndarray, float]) -> None:
     """``x.png`` beside ``x.tif`` (a raw camera file and its export): both were written to

@@ -16,6 +16,7 @@ from allseg.inference.scale import (
     RBC_DIAMETER_UM,
     ResolvedScale,
     estimate_scale,
+    is_unsure,
     resolve_scale,
 )
 
@@ -182,18 +183,13 @@ def test_wide_field_with_dim_corners() -> None:
     assert estimate_scale(field.image).um_per_px == pytest.approx(0.083, rel=0.1)
 
 
-def test_leukocyte_rescaling_stops_when_the_cells_stop_growing(monkeypatch) -> None:
-    """The sizes a washed-out Raabin crop's pale leukocyte measured at each assumed scale
-    (µm/px -> µm; nothing at finer scales): the rescaling from the probe's find must stop
-    where the 'leukocyte' shrank as the scale coarsened, and the few red cells, which
-    read the right scale (0.060; truth 0.061), decide. It walked to 0.167 before."""
+def _scale_from_measured_leukocytes(monkeypatch, measured: list[tuple[float, float]],
+                                    first: ResolvedScale) -> float:
+    """The predictor's scale when its leukocytes measure ``measured`` (µm/px -> µm, the
+    nearest measured scale answering) and the red cells gave ``first``."""
     from allseg.inference.predictor import Predictor, Segmentation
-    from allseg.inference.scale import ResolvedScale
 
-    measured = [(0.0511, 6.8), (0.0601, 9.5), (0.0721, 9.4), (0.0846, 5.3), (0.1202, 7.6),
-                (0.1665, 10.9)]
-
-    def size_at(scale: float) -> float:  # the nearest measured scale
+    def size_at(scale: float) -> float:
         return min(measured, key=lambda m: abs(np.log(m[0] / scale)))[1]
 
     predictor = Predictor("default")
@@ -201,10 +197,36 @@ def test_leukocyte_rescaling_stops_when_the_cells_stop_growing(monkeypatch) -> N
     monkeypatch.setattr(predictor, "_segment", lambda image, scale: Segmentation(scale, *empty))
     monkeypatch.setattr(predictor, "_leukocyte_size",
                         lambda seg, split=False: size_at(seg.um_per_px))
-    monkeypatch.setattr(predictor, "_probe", lambda image: (Segmentation(0.0557, *empty), 6.8))
+    probe = Segmentation(measured[0][0], *empty), measured[0][1]
+    monkeypatch.setattr(predictor, "_probe", lambda image: probe)
+    scale, _ = predictor._scale_and_segment(np.zeros((8, 8, 3), np.uint8), first)
+    return scale.um_per_px
+
+
+def test_leukocyte_rescaling_stops_when_the_cells_stop_growing(monkeypatch) -> None:
+    """The sizes a washed-out Raabin crop's pale leukocyte measured at each assumed scale
+    (nothing at finer scales): the rescaling from the probe's find must stop where the
+    'leukocyte' shrank as the scale coarsened, and the few red cells, which read the right
+    scale (0.060; truth 0.061), decide. It walked to 0.167 before."""
+    measured = [(0.0557, 6.8), (0.0511, 6.8), (0.0601, 9.5), (0.0721, 9.4), (0.0846, 5.3),
+                (0.1202, 7.6), (0.1665, 10.9)]
     few_red_cells = ResolvedScale(0.0601, "default", 0.407)
-    scale, _ = predictor._scale_and_segment(np.zeros((8, 8, 3), np.uint8), few_red_cells)
-    assert scale.um_per_px == pytest.approx(0.061, rel=0.1)
+    assert _scale_from_measured_leukocytes(monkeypatch, measured, few_red_cells) == \
+        pytest.approx(0.061, rel=0.1)
+
+
+def test_over_exposed_red_cells_win_when_finer_than_the_leukocytes(monkeypatch) -> None:
+    """BCCD_00092 at 1.5x the exposure: its neutrophil, its pale cytoplasm clipped white,
+    measured 5-7 µm at every assumed scale (below), and the leukocyte ruler read the photo
+    0.30 µm/px (truth 0.077; on these eight sizes alone, 0.088 with the red cells). Its red
+    cells, unsure for the same reason, read 0.078: white only takes pale parts away, so of
+    two rulers the finer is the less damaged."""
+    measured = [(0.05, 5.38), (0.075, 7.33), (0.097, 6.34), (0.12, 5.17), (0.15, 4.64),
+                (0.2, 5.86), (0.25, 6.31), (0.3, 6.89)]
+    clipped = ResolvedScale(0.0784, "default", 0.3, over_exposed=True)
+    assert _scale_from_measured_leukocytes(monkeypatch, measured, clipped) == 0.0784
+    unclipped = ResolvedScale(0.0784, "default", 0.3)
+    assert _scale_from_measured_leukocytes(monkeypatch, measured, unclipped) > 0.085
 
 
 @pytest.mark.parametrize("gain", [0.3, 0.15])
@@ -218,3 +240,20 @@ def test_a_dark_photo_is_measured_as_its_bright_copy(sample: str, gain: float) -
     dark = np.clip(image * gain + 0.5, 0, 255).astype(np.uint8)
     bright, dim = estimate_scale(image), estimate_scale(dark)
     assert dim.reliable and dim.um_per_px == pytest.approx(bright.um_per_px, rel=0.12)
+
+
+@pytest.mark.parametrize("sample", ["BloodImage_00007.jpg", "BloodImage_00011.jpg"])
+def test_an_over_exposed_photo_s_red_cells_are_unsure(sample: str) -> None:
+    """At 1.5x the exposure the slide and the red cells' pale parts clip at white and the
+    red cells read small: 1.3x and 1.7x coarse, reported with full confidence. A little
+    over-exposed (1.3x) is measured as before."""
+    from allseg.io.images import read_image
+
+    image = read_image(Path(__file__).parents[1] / "src" / "allseg" / "samples" / sample)
+    def brighter(gain: float) -> np.ndarray:
+        return np.clip(image * gain + 0.5, 0, 255).astype(np.uint8)
+    clipped, slightly = estimate_scale(brighter(1.5)), estimate_scale(brighter(1.3))
+    assert not clipped.reliable and clipped.method == "rbc-granulometry-over-exposed"
+    assert clipped.confidence <= 0.3 and is_unsure(clipped.confidence)
+    assert slightly.reliable and slightly.method == "rbc-granulometry"
+    assert slightly.um_per_px == pytest.approx(estimate_scale(image).um_per_px, rel=0.05)

@@ -198,7 +198,12 @@ class Predictor:
                                                                 (target, size_again)):
                 break
             seg, size = again, size_again
-        return self._combine(image, first, seg)
+        resolved, seg = self._combine(image, first, seg)
+        if first.over_exposed and first.um_per_px < resolved.um_per_px:
+            # White takes the pale parts of red cells and leukocytes alike, so both read
+            # small, too coarse: the finer ruler is the less damaged.
+            return first, self._segment(image, first.um_per_px)
+        return resolved, seg
 
     def _combine(self, image: np.ndarray, red_cells: ResolvedScale, seg: Segmentation
                  ) -> tuple[ResolvedScale, Segmentation]:

@@ -21,7 +21,13 @@ import numpy as np
 
 from allseg.data.ruler import RBC_DIAMETER_UM
 from allseg.inference.field_of_view import outside_field, paint_slide
-from allseg.inference.illumination import Illumination, exposed, fit_illumination
+from allseg.inference.illumination import (
+    OVER_EXPOSED_SHARE,
+    Illumination,
+    clipped_share,
+    exposed,
+    fit_illumination,
+)
 
 #: First pass: every image is resampled to this longest side, whatever its magnification,
 #: so a crop's few red cells and a field's many are measured alike (and a resized copy of
@@ -45,6 +51,12 @@ MIN_UM_PER_PX, MAX_UM_PER_PX = 0.01, 1.0
 MIN_CELLS = 5.0
 #: Smaller radii (working pixels) are noise or debris, and too coarse to measure.
 MIN_RADIUS_PX = 2.0
+#: Most an over-exposed photo's red cells are trusted (below ``UNSURE_BELOW``: the
+#: leukocytes check them, and the user is warned). Its red cells lose their pale parts to
+#: white and measure small: at 1.5x the exposure BCCD read 1.2-1.9x coarse, and BCD and
+#: PBC photos whose red cells fell apart into fragments up to 4x.
+OVER_EXPOSED_CONFIDENCE = 0.3
+OVER_EXPOSED_METHOD = "rbc-granulometry-over-exposed"
 #: Scale returned when nothing usable is found: a typical 100x oil-immersion camera field.
 FALLBACK_UM_PER_PX = 0.1
 #: A leukocyte is at most ~2.4 red-cell radii (an 18 µm blast), measured from its nucleus.
@@ -306,13 +318,15 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     Two passes: a first look at a fixed working size gives a rough red-cell size; the
     image is then resampled so red cells are ``TARGET_DIAMETER_PX`` across and measured
     again. ``reliable`` is False (and ``method`` says why) when there is too little
-    red-cell area to measure; the scale is then a rough guess the caller should check
+    red-cell area to measure, or when the photo is over-exposed (white over more than
+    ``OVER_EXPOSED_SHARE`` of it); the scale is then a rough guess the caller should check
     (the predictor does, with the leukocytes it finds).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     # An eyepiece photo's black surround is neither red cells nor slide.
     surround = outside_field(image)
+    over_exposed = clipped_share(image, surround) > OVER_EXPOSED_SHARE
     image = exposed(paint_slide(image, surround), surround)
     light = fit_illumination(image, surround)  # vignetting would count dim slide as cells
     side = max(image.shape[:2])
@@ -340,8 +354,12 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     plausible = MIN_UM_PER_PX <= um_per_px <= MAX_UM_PER_PX
     um_per_px = float(np.clip(um_per_px, MIN_UM_PER_PX, MAX_UM_PER_PX))
     reliable = n_cells >= MIN_CELLS and plausible
-    method = "rbc-granulometry" if reliable else "rbc-granulometry-few-cells"
     confidence = float(min(1.0, n_cells / (2 * MIN_CELLS))) if plausible else 0.0
+    if reliable and over_exposed:
+        reliable, method = False, OVER_EXPOSED_METHOD
+        confidence = min(confidence, OVER_EXPOSED_CONFIDENCE)
+    else:
+        method = "rbc-granulometry" if reliable else "rbc-granulometry-few-cells"
     return ScaleEstimate(um_per_px, RBC_DIAMETER_UM / um_per_px, round(n_cells), method,
                          reliable, round(confidence, 3))
 
@@ -352,12 +370,15 @@ class ResolvedScale:
 
     ``source``: "user" (given), "red-cells" (enough red cells measured), "leukocytes"
     (the predictor's leukocyte ruler) or "default" (nothing to measure: a guess).
-    ``confidence`` in [0, 1]; None when the user gave the scale.
+    ``confidence`` in [0, 1]; None when the user gave the scale. ``over_exposed``: the
+    red cells were measured on a photo clipped white (``estimate_scale``), so they and the
+    leukocytes alike read small, too coarse.
     """
 
     um_per_px: float
     source: str
     confidence: float | None
+    over_exposed: bool = False
 
     @property
     def unsure(self) -> bool:
@@ -399,4 +420,4 @@ def resolve_scale(
         return ResolvedScale(assumed_cell_diameter_um / float(cell_diameter_px), "user", None)
     estimate = estimate_scale(image)
     return ResolvedScale(estimate.um_per_px, "red-cells" if estimate.reliable else "default",
-                         estimate.confidence)
+                         estimate.confidence, estimate.method == OVER_EXPOSED_METHOD)
