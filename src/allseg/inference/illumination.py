@@ -115,11 +115,16 @@ def clipped_share(image: np.ndarray, ignore: np.ndarray | None = None) -> float:
     >>> clipped_share(np.full((30, 40, 3), 240, np.uint8))
     0.0
     """
-    step = max(1, max(image.shape[:2]) // (4 * FIT_SIDE))
+    step = _sample_step(image)
     white = image[::step, ::step].min(axis=2) >= CLIP_LEVEL
     if ignore is not None:
         white = white[~ignore[::step, ::step]]
     return float(white.mean()) if white.size else 0.0
+
+
+def _sample_step(image: np.ndarray) -> int:
+    """Every how many pixels to look: about ``4 * FIT_SIDE`` along the longest side."""
+    return max(1, max(image.shape[:2]) // (4 * FIT_SIDE))
 
 
 def _small_copy(image: np.ndarray, ignore: np.ndarray | None
@@ -129,7 +134,7 @@ def _small_copy(image: np.ndarray, ignore: np.ndarray | None
     h, w = image.shape[:2]
     factor = min(1.0, FIT_SIDE / max(h, w))
     size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    step = max(1, max(h, w) // (4 * FIT_SIDE))
+    step = _sample_step(image)
     sampled = np.ascontiguousarray(image[::step, ::step])
     small = cv2.resize(sampled, size, interpolation=cv2.INTER_AREA)
     usable = np.ones(small.shape[:2], bool)
