@@ -177,7 +177,7 @@ class Predictor:
         leukocytes are sought and segmented on a copy whose levels are spread if it is
         faint (``contrast.stretched``).
         """
-        seg = self._segment(image, first.um_per_px)
+        seg = at_first = self._segment(image, first.um_per_px)
         if first.source == "user":
             return first, seg
         if first.source == "red-cells" and not ruler.overrules(self._leukocyte_size(seg, True)):
@@ -201,8 +201,10 @@ class Predictor:
         resolved, seg = self._combine(image, first, seg)
         if first.over_exposed and first.um_per_px < resolved.um_per_px:
             # White takes the pale parts of red cells and leukocytes alike, so both read
-            # small, too coarse: the finer ruler is the less damaged.
-            return first, self._segment(image, first.um_per_px)
+            # small, too coarse: the finer ruler is the less damaged. Its segmentation is
+            # the one made on the photo as it is, as when red cells decide (on the
+            # level-spread copy BCCD's pale red cells came back as leukocytes).
+            return first, at_first
         return resolved, seg
 
     def _combine(self, image: np.ndarray, red_cells: ResolvedScale, seg: Segmentation
