@@ -184,9 +184,10 @@ def test_wide_field_with_dim_corners() -> None:
 
 
 def _scale_from_measured_leukocytes(monkeypatch, measured: list[tuple[float, float]],
-                                    first: ResolvedScale) -> float:
+                                    first: ResolvedScale, made: list | None = None) -> float:
     """The predictor's scale when its leukocytes measure ``measured`` (µm/px -> µm, the
-    nearest measured scale answering) and the red cells gave ``first``."""
+    nearest measured scale answering) and the red cells gave ``first``; ``made`` collects
+    the segmentations made, then the one returned."""
     from allseg.inference.predictor import Predictor, Segmentation
 
     def size_at(scale: float) -> float:
@@ -194,12 +195,19 @@ def _scale_from_measured_leukocytes(monkeypatch, measured: list[tuple[float, flo
 
     predictor = Predictor("default")
     empty = np.zeros((3, 4, 4), np.float32), np.zeros((4, 4), np.int32), False
-    monkeypatch.setattr(predictor, "_segment", lambda image, scale: Segmentation(scale, *empty))
+    made = [] if made is None else made
+
+    def segment(image: np.ndarray, scale: float) -> Segmentation:
+        made.append(Segmentation(scale, *empty))
+        return made[-1]
+
+    monkeypatch.setattr(predictor, "_segment", segment)
     monkeypatch.setattr(predictor, "_leukocyte_size",
                         lambda seg, split=False: size_at(seg.um_per_px))
     probe = Segmentation(measured[0][0], *empty), measured[0][1]
     monkeypatch.setattr(predictor, "_probe", lambda image: probe)
-    scale, _ = predictor._scale_and_segment(np.zeros((8, 8, 3), np.uint8), first)
+    scale, seg = predictor._scale_and_segment(np.zeros((8, 8, 3), np.uint8), first)
+    made.append(seg)
     return scale.um_per_px
 
 
@@ -224,7 +232,9 @@ def test_over_exposed_red_cells_win_when_finer_than_the_leukocytes(monkeypatch) 
     measured = [(0.05, 5.38), (0.075, 7.33), (0.097, 6.34), (0.12, 5.17), (0.15, 4.64),
                 (0.2, 5.86), (0.25, 6.31), (0.3, 6.89)]
     clipped = ResolvedScale(0.0784, "default", 0.3, over_exposed=True)
-    assert _scale_from_measured_leukocytes(monkeypatch, measured, clipped) == 0.0784
+    made: list = []
+    assert _scale_from_measured_leukocytes(monkeypatch, measured, clipped, made) == 0.0784
+    assert made[-1] is made[0]  # the segmentation at the red cells' scale, not a new one
     unclipped = ResolvedScale(0.0784, "default", 0.3)
     assert _scale_from_measured_leukocytes(monkeypatch, measured, unclipped) > 0.085
 
