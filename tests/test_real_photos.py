@@ -143,6 +143,34 @@ def test_a_washed_out_crop_keeps_the_scale_of_its_few_red_cells(predictor: Predi
         record.um_per_px, rel=0.25)
 
 
+@pytest.mark.skipif(not TXL.is_dir(), reason=f"TXL-PBC not found at {TXL}")
+@pytest.mark.parametrize("stem", ["raabin_2c4a0a62-9aa3-50fc-8607-e8e051565760",
+                                  "raabin_e560e870-b4b4-529e-aa5f-88a22ad0b605"])
+def test_a_washed_out_photo_keeps_its_lymphocyte(predictor: Predictor, stem: str) -> None:
+    """Raabin photos through a washed-out camera: the one lymphocyte, plain to the eye, is
+    found. Its red cells set the right scale, but segmented at the photo's own contrast
+    it went unseen (0 cells) until every segmentation saw the level-spread copy."""
+    dataset = open_dataset(TXL, "yolo", weak_labels=False)
+    record = dataset[[p.stem for p in dataset.items].index(stem)]
+    result = predictor.predict_image(_washed_out(record.image))
+    centroids = np.array([c.centroid for c in result.cells]).reshape(-1, 2)
+    match = match_points_to_boxes(centroids, record.boxes)
+    assert (match.tp, match.fp, match.fn) == (len(record.boxes), 0, 0)
+
+
+@pytest.mark.skipif(not BCCD.is_dir(), reason=f"BCCD not found at {BCCD}")
+def test_a_platelet_is_not_a_small_leukocyte(predictor: Predictor) -> None:
+    """BCCD photo 226 through a washed-out camera: spread back to an ordinary contrast, a
+    large platelet (4.3 µm across) came back as a second 'leukocyte' while the smallest
+    cell kept was 15 µm²; at 25 µm² only the boxed neutrophil remains."""
+    dataset = open_dataset(BCCD, "voc", split="test", weak_labels=False)
+    record = dataset[[p.stem for p in dataset.items].index("BloodImage_00226")]
+    result = predictor.predict_image(_washed_out(record.image))
+    centroids = np.array([c.centroid for c in result.cells]).reshape(-1, 2)
+    match = match_points_to_boxes(centroids, record.boxes)
+    assert (match.tp, match.fp) == (1, 0)
+
+
 @pytest.mark.skipif(not ZHENG.is_dir(), reason=f"Zheng Dataset 1 not found at {ZHENG}")
 @pytest.mark.parametrize(("stem", "shift"), [("121", _heavy_haematoxylin),
                                              ("086", _washed_out), ("196", _washed_out)])
@@ -220,7 +248,8 @@ def test_a_monochrome_camera_still_finds_the_leukocytes(
     """Grey copies of BCCD test photos: given the stain's colours back, the leukocytes the
     segmenter missed in grey are found, and no red cell is taken for one. BCCD's red cells
     are nearly as dark as its nuclei relative to the slide: read against the slide alone,
-    a nucleus got a red cell's colour and a sixth of them were missed."""
+    a nucleus got a red cell's colour and a sixth of them were missed (2 of 36 since faint
+    photos are segmented on their level-spread copy; in grey 4, a third before)."""
     dataset = open_dataset(BCCD, "voc", split="test", weak_labels=False)
     records = [dataset[i] for i in range(0, len(dataset), 2)]  # 36 photos
 
@@ -243,7 +272,8 @@ def test_a_monochrome_camera_still_finds_the_leukocytes(
     monkeypatch.setattr("allseg.inference.predictor.for_red_cells", lambda image: image)
     grey = found(recolour=False)
     boxes = sum(len(record.boxes) for record in records)
-    # measured: 36 of 36 anchored on the cells, 32 read against the slide alone, 20 in grey
-    assert anchored[0] >= 0.95 * boxes and anchored[0] >= slide_only[0] + 0.1 * boxes
-    assert slide_only[0] >= grey[0] + 0.2 * boxes
+    # measured: 36 of 36 anchored on the cells, 34 read against the slide alone, 32 in grey
+    # (32 and 20 before faint photos were segmented on their level-spread copy)
+    assert anchored[0] >= 0.95 * boxes and anchored[0] >= slide_only[0] + 2
+    assert slide_only[0] >= grey[0] + 2
     assert anchored[1] <= 2 and anchored[2] == 0

@@ -173,16 +173,21 @@ class Predictor:
         implausibly large (``ruler.overrules``), the leukocytes become the ruler: found
         by :meth:`_probe`, then measured and rescaled until they have a typical size
         (Cellpose's size model), as long as they grow with the scale
-        (``ruler.grew_with_scale``), and weighed with whatever red cells there were. The
-        leukocytes are sought and segmented on a copy whose levels are spread if it is
-        faint (``contrast.stretched``).
+        (``ruler.grew_with_scale``), and weighed with whatever red cells there were.
+
+        Every segmentation is made on a copy whose levels are spread if it is faint
+        (``contrast.stretched``): through a washed-out camera, clear lymphocytes of TXL-PBC
+        and BCCD photos went unseen at the photo's own contrast, even at the right scale.
+        An over-exposed photo is the exception: its narrow span is white, not faintness,
+        and spread, its pale red cells came back as leukocytes.
         """
+        if not first.over_exposed:
+            image = stretched(image)
         seg = at_first = self._segment(image, first.um_per_px)
         if first.source == "user":
             return first, seg
         if first.source == "red-cells" and not ruler.overrules(self._leukocyte_size(seg, True)):
             return first, seg
-        image = stretched(image)  # a faint crop's leukocyte is lost at its own contrast
         found = self._probe(image)
         if found is None:
             return first, seg
@@ -202,8 +207,7 @@ class Predictor:
         if first.over_exposed and first.um_per_px < resolved.um_per_px:
             # White takes the pale parts of red cells and leukocytes alike, so both read
             # small, too coarse: the finer ruler is the less damaged. Its segmentation is
-            # the one made on the photo as it is, as when red cells decide (on the
-            # level-spread copy BCCD's pale red cells came back as leukocytes).
+            # the first one, made on the photo as it is.
             return first, at_first
         return resolved, seg
 

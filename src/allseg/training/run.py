@@ -43,9 +43,12 @@ from allseg.training.samples import (
 from allseg.training.threshold import real_normal_threshold
 from allseg.training.validation import classifier_report
 
-#: Default decision thresholds written into every model folder.
+#: Default decision thresholds written into every model folder. The smallest leukocyte
+#: kept is 25 µm² (5.6 µm across): no whole leukocyte of TXL-PBC is smaller (their boxes
+#: hold at least ~30 µm²), while large platelets and platelet clumps of 4-5 µm, once
+#: faint photos' levels are spread, came back as small "leukocytes" at 15 µm².
 DEFAULT_THRESHOLDS = {"blast_probability": 0.5, "centre": centre_threshold.DEFAULT,
-                      "min_cell_area_um2": 15.0}
+                      "min_cell_area_um2": 25.0}
 
 
 @dataclass
