@@ -5,8 +5,9 @@ squeezes a photo into a narrow band of grey levels. On such a photo the segmente
 clear lymphocytes of fields whose red cells had set the right scale (bench/stain_shift.py),
 and a single-cell crop, which has only its leukocyte to go by, showed none at any field
 width, or a fragment that set the scale 2-3x off (bench/crop_stain.py). Spreading its levels
-restores the contrast the segmenter was trained on; the predictor segments every faint photo
-on the spread copy but an over-exposed one, whose narrow span is white, not faintness.
+restores the contrast the networks were trained on; the predictor segments, measures and
+classifies every faint photo on the spread copy but an over-exposed one, whose narrow span is
+white, not faintness.
 
 Only faint photos are stretched, and only as far as an ordinary one spans: stretching every
 photo to the full 0-255 range helped the crops as much (18 of the crop bench's 780 under 0.8
