@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from allseg.data.readers import open_dataset
+from allseg.data.record import Record
 from allseg.evaluation.metrics import boxes_hit, dice, match_points_to_boxes
 from allseg.evaluation.splits import select
 from allseg.inference import scale as scale_module
@@ -23,6 +24,7 @@ from allseg.inference.field_of_view import outside_field
 from allseg.inference.monochrome import colourise
 from allseg.inference.predictor import Predictor
 from allseg.io.images import read_image
+from allseg.outputs.schema import ImageResult
 
 SAMPLES = Path(__file__).resolve().parents[1] / "src" / "allseg" / "samples"
 SHARED = Path(os.environ.get("ALLSEG_SHARED_DATA",
@@ -50,6 +52,17 @@ def test_scale_follows_a_resized_photo(predictor: Predictor, factor: float) -> N
         original = predictor.estimate_scale(image).um_per_px
         resized = predictor.estimate_scale(_resized(image, factor)).um_per_px
         assert resized * factor / original == pytest.approx(1.0, abs=0.15), path.name
+
+
+def _record(root: Path, fmt: str, stem: str, split: str | None = None) -> Record:
+    """One labelled image of a real set, by file stem."""
+    dataset = open_dataset(root, fmt, split=split, weak_labels=False)
+    return dataset[[p.stem for p in dataset.items].index(stem)]
+
+
+def _centroids(result: ImageResult) -> np.ndarray:
+    """The predicted cells' centroids as an (n, 2) array, also when there are none."""
+    return np.array([c.centroid for c in result.cells]).reshape(-1, 2)
 
 
 def _leukocyte_crop(predictor: Predictor, path: Path) -> np.ndarray:
@@ -92,7 +105,7 @@ def test_red_cells_are_not_leukocytes(predictor: Predictor) -> None:
     for i in range(0, len(dataset), 43):
         record = dataset[i]
         result = predictor.predict_image(record.image)
-        centroids = np.array([c.centroid for c in result.cells]).reshape(-1, 2)
+        centroids = _centroids(result)
         h, s = boxes_hit(centroids, record.red_cell_boxes, unless_in=record.boxes)
         hit, scored = hit + h, scored + s
     assert scored > 100
@@ -122,8 +135,7 @@ def test_a_platelet_clump_does_not_overrule_many_red_cells(predictor: Predictor)
     """BCCD test photo 68 with its stain shifted towards haematoxylin: the one leukocyte is
     cut by the border and the only whole 'leukocyte' is a platelet clump; 16 red cells
     keep the scale (it read 2.3x coarse when the clump overruled them)."""
-    dataset = open_dataset(BCCD, "voc", split="test", weak_labels=False)
-    record = dataset[[p.stem for p in dataset.items].index("BloodImage_00068")]
+    record = _record(BCCD, "voc", "BloodImage_00068", split="test")
     scale = predictor.estimate_scale(_heavy_haematoxylin(record.image))
     assert scale.source == "red-cells"
     assert scale.um_per_px == pytest.approx(record.um_per_px, rel=0.25)
@@ -137,8 +149,7 @@ def test_a_washed_out_crop_keeps_the_scale_of_its_few_red_cells(predictor: Predi
     """Raabin crops through a washed-out camera (gamma 0.7, black at 35%): their 4-5 red
     cells read the right scale, the pale leukocyte measures small or not at all at
     other scales; the scale read 2.5x and 2.7x coarse when the leukocytes overruled."""
-    dataset = open_dataset(TXL, "yolo", weak_labels=False)
-    record = dataset[[p.stem for p in dataset.items].index(stem)]
+    record = _record(TXL, "yolo", stem)
     assert predictor.estimate_scale(_washed_out(record.image)).um_per_px == pytest.approx(
         record.um_per_px, rel=0.25)
 
@@ -152,11 +163,9 @@ def test_a_washed_out_photo_keeps_its_lymphocyte(predictor: Predictor, stem: str
     photo's own contrast it went unseen (0 cells) until every segmentation saw the
     level-spread copy; classified at its own contrast, it read P(blast) 0.47 (0.24 on the
     spread copy; unshifted 0.04)."""
-    dataset = open_dataset(TXL, "yolo", weak_labels=False)
-    record = dataset[[p.stem for p in dataset.items].index(stem)]
+    record = _record(TXL, "yolo", stem)
     result = predictor.predict_image(_washed_out(record.image))
-    centroids = np.array([c.centroid for c in result.cells]).reshape(-1, 2)
-    match = match_points_to_boxes(centroids, record.boxes)
+    match = match_points_to_boxes(_centroids(result), record.boxes)
     assert (match.tp, match.fp, match.fn) == (len(record.boxes), 0, 0)
     assert max(c.blast_probability for c in result.cells) < 0.35
 
@@ -166,11 +175,9 @@ def test_a_platelet_is_not_a_small_leukocyte(predictor: Predictor) -> None:
     """BCCD photo 226 through a washed-out camera: spread back to an ordinary contrast, a
     large platelet (4.3 µm across) came back as a second 'leukocyte' while the smallest
     cell kept was 15 µm²; at 25 µm² only the boxed neutrophil remains."""
-    dataset = open_dataset(BCCD, "voc", split="test", weak_labels=False)
-    record = dataset[[p.stem for p in dataset.items].index("BloodImage_00226")]
+    record = _record(BCCD, "voc", "BloodImage_00226", split="test")
     result = predictor.predict_image(_washed_out(record.image))
-    centroids = np.array([c.centroid for c in result.cells]).reshape(-1, 2)
-    match = match_points_to_boxes(centroids, record.boxes)
+    match = match_points_to_boxes(_centroids(result), record.boxes)
     assert (match.tp, match.fp) == (1, 0)
 
 
@@ -183,8 +190,7 @@ def test_a_faint_crop_at_high_magnification_keeps_its_cell(
     through a heavy haematoxylin or a washed-out camera: the segmenter found no leukocyte
     (whole-cell Dice 0.00), or a fragment that set the scale 2-3x off (0.34, 0.02), until
     the leukocytes were sought on a contrast-stretched copy (bench/crop_stain.py)."""
-    dataset = open_dataset(ZHENG, "masks", weak_labels=False)
-    record = dataset[[p.stem for p in dataset.items].index(stem)]
+    record = _record(ZHENG, "masks", stem)
     size = (round(record.image.shape[1] * 1.7), round(record.image.shape[0] * 1.7))
     image = cv2.resize(record.image, size, interpolation=cv2.INTER_CUBIC)
     cell = cv2.resize(record.parts, size, interpolation=cv2.INTER_NEAREST) > 0
@@ -261,7 +267,7 @@ def test_a_monochrome_camera_still_finds_the_leukocytes(
         for record in records:
             result = predictor.predict_image(_monochrome(record.image))
             assert result.monochrome == recolour
-            centroids = np.array([c.centroid for c in result.cells]).reshape(-1, 2)
+            centroids = _centroids(result)
             match = match_points_to_boxes(centroids, record.boxes)
             tp, fp = tp + match.tp, fp + match.fp
             hit += boxes_hit(centroids, record.red_cell_boxes, unless_in=record.boxes)[0]

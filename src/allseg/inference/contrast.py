@@ -1,4 +1,4 @@
-"""Contrast stretching for faint photos whose leukocytes the segmenter must find alone.
+"""Contrast stretching for faint photos, so the networks see the contrast they learned.
 
 A washed-out camera (bright blacks, faint stain), an under-exposed one or a heavy stain
 squeezes a photo into a narrow band of grey levels. On such a photo the segmenter missed

@@ -45,7 +45,7 @@ from allseg.training.validation import classifier_report
 
 #: Default decision thresholds written into every model folder. The smallest leukocyte
 #: kept is 25 µm² (5.6 µm across): no whole leukocyte of TXL-PBC is smaller (their boxes
-#: hold at least ~30 µm²), while large platelets and platelet clumps of 4-5 µm, once
+#: hold at least ~30 µm²), while large platelets and platelet clumps of 4-6 µm, once
 #: faint photos' levels are spread, came back as small "leukocytes" at 15 µm².
 DEFAULT_THRESHOLDS = {"blast_probability": 0.5, "centre": centre_threshold.DEFAULT,
                       "min_cell_area_um2": 25.0}
