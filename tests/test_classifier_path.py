@@ -21,6 +21,7 @@ from allseg.cli import app
 from allseg.data.labels_table import read_labels_table, stem_key
 from allseg.data.readers import detect_format, open_dataset
 from allseg.errors import AllsegError, InputError
+from allseg.inference.contrast import TARGET_SPAN
 from allseg.inference.monochrome import for_red_cells, is_monochrome
 from allseg.inference.scale import ScaleEstimate, estimate_scale
 from allseg.io.images import read_image
@@ -174,6 +175,23 @@ def test_monochrome_crops_are_trained_as_the_predictor_sees_them(
     cfg = recipe(tmp_path, f'path = "{grey}"\num_per_px = 0.1\nmasks = false')
     crops = [s.crop for s in collect_samples(cfg, tmp_path)["classifier"].train]
     assert crops and all(not is_monochrome(crop) for crop in crops)
+
+
+def test_faint_photos_are_trained_as_the_predictor_sees_them(
+        class_folders: Path, tmp_path: Path) -> None:
+    """A washed-out camera's photos are level-spread for training too: the predictor
+    segments, measures and classifies a faint photo's spread copy, so a model must learn
+    that copy (``appearance.as_networks_see_it``), not the photo's own narrow band."""
+    faint = tmp_path / "faint"
+    for path in class_folders.rglob("*.tif"):
+        target = faint / path.relative_to(class_folders)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        washed = 130 + 0.45 * read_image(path).astype(np.float32)  # levels 130-245
+        Image.fromarray(washed.astype(np.uint8)).save(target)
+    cfg = recipe(tmp_path, f'path = "{faint}"\num_per_px = 0.1\nmasks = false')
+    crops = [s.crop for s in collect_samples(cfg, tmp_path)["classifier"].train]
+    spans = [float(np.percentile(c, 99.5) - np.percentile(c, 0.5)) for c in crops]
+    assert crops and min(spans) >= 0.8 * TARGET_SPAN, spans  # measured 151-163; unspread <= 115
 
 
 def test_monochrome_photos_are_measured_as_the_predictor_measures_them(

@@ -274,10 +274,10 @@ def test_a_monochrome_camera_still_finds_the_leukocytes(
         return tp, fp, hit
 
     anchored = found(recolour=True)
-    monkeypatch.setattr("allseg.inference.predictor.in_colour",
+    monkeypatch.setattr("allseg.inference.appearance.in_colour",
                         lambda image: (colourise(image, anchor_on_cells=False), True))
     slide_only = found(recolour=True)
-    monkeypatch.setattr("allseg.inference.predictor.in_colour", lambda image: (image, False))
+    monkeypatch.setattr("allseg.inference.appearance.in_colour", lambda image: (image, False))
     monkeypatch.setattr("allseg.inference.predictor.for_red_cells", lambda image: image)
     grey = found(recolour=False)
     boxes = sum(len(record.boxes) for record in records)

@@ -15,12 +15,10 @@ import numpy as np
 
 from allseg.errors import ModelError
 from allseg.inference import leukocyte_ruler as ruler
+from allseg.inference.appearance import as_networks_see_it
 from allseg.inference.backends import make_runner
-from allseg.inference.contrast import stretched
-from allseg.inference.field_of_view import blank_outside_field
-from allseg.inference.illumination import exposed
 from allseg.inference.models import resolve_model_dir
-from allseg.inference.monochrome import for_red_cells, in_colour
+from allseg.inference.monochrome import for_red_cells
 from allseg.inference.scale import MAX_UM_PER_PX, MIN_UM_PER_PX, ResolvedScale, resolve_scale
 from allseg.inference.tiling import flip_tta, predict_tiled
 from allseg.io.images import read_image
@@ -154,22 +152,19 @@ class Predictor:
                  cell_diameter_px: float | None = None
                  ) -> tuple[np.ndarray, ResolvedScale, bool]:
         """What every prediction starts from: the photo as the networks and the cell
-        measurements see it (in colour, an eyepiece's black ring painted the slide's colour,
-        a dark photo brightened: ``illumination.exposed``, a faint one's levels spread:
-        ``contrast.stretched``), the first scale (the user's, or the red cells' measured on
-        the photo itself: ``estimate_scale`` knows the ring), and whether the photo was
-        monochrome (the networks and the red-cell ruler know stained smears in colour; see
-        ``monochrome.colourise`` for why each gets its own recolouring).
+        measurements see it (``appearance.as_networks_see_it``), the first scale (the
+        user's, or the red cells' measured on the photo itself: ``estimate_scale`` knows
+        an eyepiece's ring), and whether the photo was monochrome (the networks and the
+        red-cell ruler know stained smears in colour; see ``monochrome.colourise`` for why
+        each gets its own recolouring).
 
         Through a washed-out camera, clear lymphocytes went unseen at the photo's own
         contrast, even at the right scale, and those found read more blast-like (P(blast)
-        0.04 -> 0.47). An over-exposed photo is not spread: its narrow span is white, not
-        faintness, and spread, its pale red cells came back as leukocytes.
+        0.04 -> 0.47): the spread copy is what is segmented, measured and classified.
         """
         first = resolve_scale(for_red_cells(image), um_per_px, cell_diameter_px)
-        image, monochrome = in_colour(image)
-        image = exposed(blank_outside_field(image))
-        return (image if first.over_exposed else stretched(image)), first, monochrome
+        image, monochrome = as_networks_see_it(image, first.over_exposed)
+        return image, first, monochrome
 
     def _scale_and_segment(self, image: np.ndarray, first: ResolvedScale
                            ) -> tuple[ResolvedScale, Segmentation]:

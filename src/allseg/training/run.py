@@ -24,8 +24,8 @@ from allseg import __version__
 from allseg.data.labels_table import ImageLabels, apply_labels, read_labels_table, stem_key
 from allseg.data.readers import open_dataset
 from allseg.errors import AllsegError, InputError
+from allseg.inference.appearance import as_networks_see_it
 from allseg.inference.models import resolve_model_dir
-from allseg.inference.monochrome import in_colour
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
 from allseg.training import centre_threshold
 from allseg.training.blast_head import fit_blast_head
@@ -123,7 +123,7 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
             scale, trusted = record_scale(record, source.um_per_px)
             if not trusted:
                 unsure.append(record.name)
-            record.image = in_colour(record.image)[0]  # as the predictor's networks see it
+            record.image = as_networks_see_it(record.image)[0]  # as at prediction
             if source.masks and "segmenter" in cfg.stages():
                 sample = seg_sample(record, scale, cfg.canonical_um_per_px)
                 if sample is not None:
