@@ -18,14 +18,8 @@ import numpy as np
 
 from allseg.inference.contrast import stretched
 from allseg.inference.field_of_view import blank_outside_field, outside_field
-from allseg.inference.illumination import OVER_EXPOSED_SHARE, clipped_share, exposed
+from allseg.inference.illumination import exposed, is_over_exposed
 from allseg.inference.monochrome import in_colour
-
-
-def is_over_exposed(image: np.ndarray) -> bool:
-    """Whether the photo is clipped white over more than ``OVER_EXPOSED_SHARE`` of its
-    field (as ``scale.estimate_scale`` judges it)."""
-    return clipped_share(image, outside_field(image)) > OVER_EXPOSED_SHARE
 
 
 def as_networks_see_it(image: np.ndarray, over_exposed: bool | None = None
@@ -42,6 +36,6 @@ def as_networks_see_it(image: np.ndarray, over_exposed: bool | None = None
     """
     image, monochrome = in_colour(image)
     if over_exposed is None:
-        over_exposed = is_over_exposed(image)
+        over_exposed = is_over_exposed(image, outside_field(image))
     image = exposed(blank_outside_field(image))
     return (image if over_exposed else stretched(image)), monochrome

@@ -122,6 +122,12 @@ def clipped_share(image: np.ndarray, ignore: np.ndarray | None = None) -> float:
     return float(white.mean()) if white.size else 0.0
 
 
+def is_over_exposed(image: np.ndarray, ignore: np.ndarray | None = None) -> bool:
+    """Whether the photo is clipped white over more than ``OVER_EXPOSED_SHARE`` of its field
+    (``ignore``: no part of the field)."""
+    return clipped_share(image, ignore) > OVER_EXPOSED_SHARE
+
+
 def _sample_step(image: np.ndarray) -> int:
     """Every how many pixels to look: about ``4 * FIT_SIDE`` along the longest side."""
     return max(1, max(image.shape[:2]) // (4 * FIT_SIDE))

@@ -22,11 +22,10 @@ import numpy as np
 from allseg.data.ruler import RBC_DIAMETER_UM
 from allseg.inference.field_of_view import outside_field, paint_slide
 from allseg.inference.illumination import (
-    OVER_EXPOSED_SHARE,
     Illumination,
-    clipped_share,
     exposed,
     fit_illumination,
+    is_over_exposed,
 )
 
 #: First pass: every image is resampled to this longest side, whatever its magnification,
@@ -318,15 +317,15 @@ def estimate_scale(image: np.ndarray) -> ScaleEstimate:
     Two passes: a first look at a fixed working size gives a rough red-cell size; the
     image is then resampled so red cells are ``TARGET_DIAMETER_PX`` across and measured
     again. ``reliable`` is False (and ``method`` says why) when there is too little
-    red-cell area to measure, or when the photo is over-exposed (white over more than
-    ``OVER_EXPOSED_SHARE`` of it); the scale is then a rough guess the caller should check
-    (the predictor does, with the leukocytes it finds).
+    red-cell area to measure, or when the photo is over-exposed
+    (``illumination.is_over_exposed``); the scale is then a rough guess the caller should
+    check (the predictor does, with the leukocytes it finds).
     """
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 RGB image, got {image.shape} {image.dtype}")
     # An eyepiece photo's black surround is neither red cells nor slide.
     surround = outside_field(image)
-    over_exposed = clipped_share(image, surround) > OVER_EXPOSED_SHARE
+    over_exposed = is_over_exposed(image, surround)
     image = exposed(paint_slide(image, surround), surround)
     light = fit_illumination(image, surround)  # vignetting would count dim slide as cells
     side = max(image.shape[:2])
