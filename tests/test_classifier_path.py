@@ -194,6 +194,22 @@ def test_faint_photos_are_trained_as_the_predictor_sees_them(
     assert crops and min(spans) >= 0.8 * TARGET_SPAN, spans  # measured 151-163; unspread <= 115
 
 
+def test_training_prepares_a_photo_exactly_as_prediction_does(class_folders: Path) -> None:
+    """A faint crop whose slide is clipped white: the scale estimate does not call it
+    over-exposed (it has no red cells to lose), so prediction spreads its levels, and so
+    must training (measuring the white share alone, it left 2 of these 4 unspread)."""
+    from allseg.inference.appearance import as_networks_see_it
+    from allseg.inference.predictor import Predictor
+
+    for path in sorted(class_folders.rglob("*.tif"))[:4]:
+        image = read_image(path).astype(np.float32)
+        brightest = image.min(axis=2)
+        washed = 120 + 0.5 * image
+        washed[brightest > np.percentile(brightest, 55)] = 255  # the slide, 45% white
+        photo = washed.astype(np.uint8)
+        assert np.array_equal(as_networks_see_it(photo)[0], Predictor._prepare(photo)[0])
+
+
 def test_monochrome_photos_are_measured_as_the_predictor_measures_them(
         class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without a known scale, a grey photo's red cells are measured on the recolouring the
