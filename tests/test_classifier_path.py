@@ -194,20 +194,38 @@ def test_faint_photos_are_trained_as_the_predictor_sees_them(
     assert crops and min(spans) >= 0.8 * TARGET_SPAN, spans  # measured 151-163; unspread <= 115
 
 
-def test_training_prepares_a_photo_exactly_as_prediction_does(class_folders: Path) -> None:
-    """A faint crop whose slide is clipped white: the scale estimate does not call it
-    over-exposed (it has no red cells to lose), so prediction spreads its levels, and so
-    must training (measuring the white share alone, it left 2 of these 4 unspread)."""
-    from allseg.inference.appearance import as_networks_see_it
+def test_training_prepares_a_photo_exactly_as_prediction_does(
+        class_folders: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Faint crops whose slide is clipped white: the scale estimate does not call them
+    over-exposed (they have no red cells to lose), so prediction spreads their levels, and
+    so must training (measuring the white share alone, it left such crops unspread)."""
     from allseg.inference.predictor import Predictor
+    from allseg.training import run
 
-    for path in sorted(class_folders.rglob("*.tif"))[:4]:
+    photos = tmp_path / "white_slide"
+    for path in [p for folder in ("blast", "lymphocyte")
+                 for p in sorted((class_folders / folder).glob("*.tif"))[:2]]:
         image = read_image(path).astype(np.float32)
         brightest = image.min(axis=2)
         washed = 120 + 0.5 * image
         washed[brightest > np.percentile(brightest, 55)] = 255  # the slide, 45% white
-        photo = washed.astype(np.uint8)
-        assert np.array_equal(as_networks_see_it(photo)[0], Predictor._prepare(photo)[0])
+        target = photos / path.relative_to(class_folders)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(washed.astype(np.uint8)).save(target)
+    trained: dict[str, np.ndarray] = {}
+
+    def recording(record, *args, **kwargs):
+        trained[record.name] = record.image
+        return cell_samples(record, *args, **kwargs)
+
+    cell_samples = run.cell_samples
+    monkeypatch.setattr(run, "cell_samples", recording)
+    collect_samples(recipe(tmp_path, f'path = "{photos}"\num_per_px = 0.1\nmasks = false'),
+                    tmp_path)
+    assert len(trained) == 4
+    for path in photos.rglob("*.tif"):
+        name = next(n for n in trained if path.stem in n)
+        assert np.array_equal(trained[name], Predictor._prepare(read_image(path))[0])
 
 
 def test_monochrome_photos_are_measured_as_the_predictor_measures_them(

@@ -19,27 +19,23 @@ import numpy as np
 from allseg.inference.contrast import stretched
 from allseg.inference.field_of_view import blank_outside_field
 from allseg.inference.illumination import exposed
-from allseg.inference.monochrome import for_red_cells, in_colour
-from allseg.inference.scale import resolve_scale
+from allseg.inference.monochrome import in_colour
 
 
-def as_networks_see_it(image: np.ndarray, over_exposed: bool | None = None
-                       ) -> tuple[np.ndarray, bool]:
+def as_networks_see_it(image: np.ndarray, over_exposed: bool) -> tuple[np.ndarray, bool]:
     """The RGB ``uint8`` photo prepared for the networks, and whether it was monochrome.
 
     ``over_exposed``: as the scale estimate found it (``ResolvedScale.over_exposed``: white
-    took red cells that would have been measured); None asks the estimate here, so that
-    training spreads exactly the photos prediction spreads. A white slide alone is not
-    over-exposure: 93 of Zheng Dataset 1's 300 crops are white over a quarter of the field.
+    took red cells that would have been measured), in training as at prediction, so that
+    both spread the same photos. A white slide alone is not over-exposure: 93 of Zheng
+    Dataset 1's 300 crops are white over a quarter of the field.
 
     >>> faint = np.full((40, 40, 3), 200, np.uint8)
     >>> faint[10:20, 10:20] = (120, 90, 150)
-    >>> seen, monochrome = as_networks_see_it(faint)
+    >>> seen, monochrome = as_networks_see_it(faint, over_exposed=False)
     >>> int(seen.min()), int(seen.max()), monochrome  # levels 90 .. 200 -> spread
     (60, 230, False)
     """
-    if over_exposed is None:
-        over_exposed = resolve_scale(for_red_cells(image)).over_exposed
     image, monochrome = in_colour(image)
     image = exposed(blank_outside_field(image))
     return (image if over_exposed else stretched(image)), monochrome

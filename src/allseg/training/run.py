@@ -26,6 +26,8 @@ from allseg.data.readers import open_dataset
 from allseg.errors import AllsegError, InputError
 from allseg.inference.appearance import as_networks_see_it
 from allseg.inference.models import resolve_model_dir
+from allseg.inference.monochrome import for_red_cells
+from allseg.inference.scale import resolve_scale
 from allseg.models import SEG_CLASSES, build_model, load_model_folder, save_model_folder
 from allseg.training import centre_threshold
 from allseg.training.blast_head import fit_blast_head
@@ -120,10 +122,11 @@ def collect_samples(cfg: TrainConfig, run_dir: Path) -> dict[str, StageData]:
                     ungrouped.append(record.name)
                 record.group = group or record.group
             key = source_key(folder, record.group or record.name)
-            scale, trusted = record_scale(record, source.um_per_px)
+            first = resolve_scale(for_red_cells(record.image))  # as prediction first reads it
+            scale, trusted = record_scale(record, source.um_per_px, first)
             if not trusted:
                 unsure.append(record.name)
-            record.image = as_networks_see_it(record.image)[0]  # as at prediction
+            record.image = as_networks_see_it(record.image, first.over_exposed)[0]
             if source.masks and "segmenter" in cfg.stages():
                 sample = seg_sample(record, scale, cfg.canonical_um_per_px)
                 if sample is not None:

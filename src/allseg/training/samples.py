@@ -14,6 +14,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from allseg.data.record import BLAST, CYTOPLASM, NUCLEUS, Record
+from allseg.inference.scale import ResolvedScale
 from allseg.postprocess.crops import balance_background, cell_crops
 
 #: Class index of each training target pixel; IGNORE marks pixels without a label.
@@ -141,18 +142,16 @@ def cell_samples(record: Record, um_per_px: float, crop_size: int, crop_um: floa
             for i, (crop, lab) in enumerate(zip(crops, labels, strict=True))]
 
 
-def record_scale(record: Record, source_um_per_px: float | None) -> tuple[float, bool]:
+def record_scale(record: Record, source_um_per_px: float | None,
+                 estimate: ResolvedScale) -> tuple[float, bool]:
     """The record's pixel size and whether it is trusted: from the dataset (or its red-cell
-    boxes), the recipe, or estimated from the image (trusted only when the estimate is)."""
+    boxes), the recipe, or the ``estimate`` from the image (trusted when its red cells
+    decided)."""
     if record.um_per_px:
         return float(record.um_per_px), True
     if source_um_per_px:
         return float(source_um_per_px), True
-    from allseg.inference.monochrome import for_red_cells
-    from allseg.inference.scale import estimate_scale
-
-    estimate = estimate_scale(for_red_cells(record.image))
-    return estimate.um_per_px, estimate.reliable
+    return estimate.um_per_px, estimate.source == "red-cells"
 
 
 def split_names(names: list[str], val_fraction: float, seed: int, folds: int = 0,
