@@ -12,7 +12,7 @@ import tifffile
 
 from allseg.data.record import CYTOPLASM, NUCLEUS
 from allseg.synth import LAYOUTS, SynthField, generate_crop, generate_field, write_dataset
-from allseg.synth.cells import LEUKOCYTE_TYPES
+from allseg.synth.cells import LEUKOCYTE_TYPES, RED_CELL_UM
 
 
 def _field(seed: int, blast_fraction: float = 0.5) -> SynthField:
@@ -152,3 +152,32 @@ def test_unknown_layout_is_refused(tmp_path):
     assert LAYOUTS == ("allidb1", "allidb2", "masks")
     with pytest.raises(ValueError, match="unknown layout"):
         write_dataset("voc", tmp_path, n=1)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_red_cell_size_is_a_knob_and_their_number_is_not(seed):
+    from allseg.synth.smear import _red_cells
+
+    def haemoglobin(red_cell_um):
+        return float(_red_cells(np.random.default_rng(seed), 300, 400, 0.15, red_cell_um).sum())
+
+    # (8 / 5)^2 = 2.56x the dye per red cell, as many red cells
+    assert 2.2 < haemoglobin((8.0, 8.0)) / haemoglobin((5.0, 5.0)) < 2.9
+    assert generate_field(np.random.default_rng(seed), 300, 400, 0.15,
+                          n_leukocytes=1).image.tobytes() == generate_field(
+        np.random.default_rng(seed), 300, 400, 0.15, n_leukocytes=1,
+        red_cell_um=RED_CELL_UM).image.tobytes()
+
+
+def test_a_recipe_with_other_red_cells_gets_a_folder_of_its_own(tmp_path):
+    from allseg.training.config import DataSource, SynthSource
+    from allseg.training.run import source_folder
+
+    plain = source_folder(DataSource(synth=SynthSource(layout="masks", n=1, seed=2)), tmp_path)
+    bigger = source_folder(DataSource(synth=SynthSource(layout="masks", n=1, seed=2,
+                                                        red_cell_um=(8.0, 8.0))), tmp_path)
+    assert plain != bigger and bigger.name.endswith("_red8-8um")
+    images = [_read(folder / "images" / "synth_0001.png") for folder in (plain, bigger)]
+    assert not np.array_equal(*images)
+    with pytest.raises(ValueError, match="red_cell_um"):
+        SynthSource(red_cell_um=(7.0, 5.0))

@@ -16,7 +16,7 @@ from rich.progress import track
 
 from allseg.data.record import BLAST
 from allseg.io.atomic import write_atomic, write_image_atomic, write_json_atomic, write_text_atomic
-from allseg.synth.cells import NORMAL_WEIGHTS
+from allseg.synth.cells import NORMAL_WEIGHTS, RED_CELL_UM, Range
 from allseg.synth.smear import SynthField, generate_crop, generate_field
 
 LAYOUTS = ("allidb1", "allidb2", "masks")
@@ -67,10 +67,11 @@ def _write_tiff(path: Path, array: np.ndarray) -> None:
 
 
 def _write_allidb1(out: Path, index: int, label: int, rng: np.random.Generator,
-                   scale: Scale) -> Path:
+                   scale: Scale, red_cell_um: Range) -> Path:
     width, height = ALLIDB1_SIZES[index % 2]
     blast_fraction = rng.uniform(0.3, 0.9) if label else 0.0
-    field = generate_field(rng, height, width, _sample_scale(rng, scale), blast_fraction)
+    field = generate_field(rng, height, width, _sample_scale(rng, scale), blast_fraction,
+                           red_cell_um=red_cell_um)
     stem = f"Im{index + 1:03d}_{label}"
     points = [_inside_point(field, c) for c in field.cells if c["is_blast"]]
     image = write_image_atomic(out / "im" / f"{stem}.jpg", field.image,
@@ -84,10 +85,10 @@ def _write_allidb1(out: Path, index: int, label: int, rng: np.random.Generator,
 
 
 def _write_allidb2(out: Path, index: int, label: int, rng: np.random.Generator,
-                   scale: Scale) -> Path:
+                   scale: Scale, red_cell_um: Range) -> Path:
     names, weights = list(NORMAL_WEIGHTS), list(NORMAL_WEIGHTS.values())
     cell_type = BLAST if label else str(rng.choice(names, p=weights))
-    field = generate_crop(rng, CROP_SIZE, cell_type, _sample_scale(rng, scale))
+    field = generate_crop(rng, CROP_SIZE, cell_type, _sample_scale(rng, scale), red_cell_um)
     stem = f"Im{index + 1:03d}_{label}"
     image = out / f"{stem}.tif"
     _write_tiff(image, field.image)
@@ -98,11 +99,11 @@ def _write_allidb2(out: Path, index: int, label: int, rng: np.random.Generator,
 
 
 def _write_masks(out: Path, index: int, label: int, rng: np.random.Generator,
-                 scale: Scale) -> Path:
+                 scale: Scale, red_cell_um: Range) -> Path:
     """A Zheng-style mask folder; ``label`` is unused (fields mix blasts and normals)."""
     width, height = MASKS_SIZE
     field = generate_field(rng, height, width, _sample_scale(rng, scale),
-                           n_leukocytes=int(rng.integers(1, 5)))
+                           n_leukocytes=int(rng.integers(1, 5)), red_cell_um=red_cell_um)
     stem = f"synth_{index + 1:04d}"
     image = write_image_atomic(out / "images" / f"{stem}.png", field.image)
     write_image_atomic(out / "masks" / f"{stem}.png", field.parts)
@@ -111,21 +112,25 @@ def _write_masks(out: Path, index: int, label: int, rng: np.random.Generator,
     return image
 
 
-_WRITERS: dict[str, Callable[[Path, int, int, np.random.Generator, Scale], Path]] = {
+_WRITERS: dict[str, Callable[[Path, int, int, np.random.Generator, Scale, Range], Path]] = {
     "allidb1": _write_allidb1, "allidb2": _write_allidb2, "masks": _write_masks}
 
 
 def write_dataset(layout: str, out: str | Path, n: int, seed: int = 0,
-                  um_per_px: Scale | None = None, progress: bool = False) -> list[Path]:
+                  um_per_px: Scale | None = None, progress: bool = False,
+                  red_cell_um: Range | None = None) -> list[Path]:
     """Write ``n`` images (and their exact masks) in ``layout``; returns the image paths.
 
     ``um_per_px`` is a pixel size or a (lo, hi) range sampled per image; by default
-    :func:`default_um_per_px`. Existing files of the same names are overwritten.
+    :func:`default_um_per_px`. ``red_cell_um`` is the range of the red cells' stained
+    diameters, by default ``RED_CELL_UM`` (real photos'). Existing files of the same names
+    are overwritten.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
     scale = default_um_per_px(layout) if um_per_px is None else um_per_px
     labels = _balanced_labels(n, seed)
+    red = RED_CELL_UM if red_cell_um is None else red_cell_um
     write = _WRITERS[layout]
-    return [write(Path(out), i, int(labels[i]), image_rng(seed, i), scale)
+    return [write(Path(out), i, int(labels[i]), image_rng(seed, i), scale, red)
             for i in track(range(n), description=f"synth {layout}", disable=not progress)]

@@ -21,6 +21,7 @@ from allseg.synth.cells import (
     RED_CELL_UM,
     SPECS,
     LeukocytePatch,
+    Range,
     draw_leukocyte,
     platelet,
     red_cell,
@@ -93,8 +94,8 @@ def _scatter_points(rng: np.random.Generator, n: int, height: int, width: int,
     return cand[keep][:n]
 
 
-def _red_cells(rng: np.random.Generator, height: int, width: int,
-               um_per_px: float) -> np.ndarray:
+def _red_cells(rng: np.random.Generator, height: int, width: int, um_per_px: float,
+               red_cell_um: Range) -> np.ndarray:
     """Haemoglobin concentration of the red cells, crowded in places and sparse in others.
 
     Red cells are stamped from a small bank of drawn cells (rotated, reweighted): drawing
@@ -102,7 +103,7 @@ def _red_cells(rng: np.random.Generator, height: int, width: int,
     """
     area_um2 = height * width * um_per_px**2
     n_red = int(rng.uniform(0.25, 0.75) * area_um2 / (np.pi * 3.75**2))
-    bank = [red_cell(rng, rng.uniform(*RED_CELL_UM) / um_per_px) for _ in range(min(n_red, 24))]
+    bank = [red_cell(rng, rng.uniform(*red_cell_um) / um_per_px) for _ in range(min(n_red, 24))]
     hb = np.zeros((height, width), np.float32)
     centres = _scatter_points(rng, n_red, height, width, 0.02)
     picks = rng.integers(len(bank), size=len(centres)) if bank else []
@@ -199,9 +200,10 @@ def _photograph(rng: np.random.Generator, od: np.ndarray, background: np.ndarray
 
 
 def _render(rng: np.random.Generator, height: int, width: int, um_per_px: float,
-            leukocytes: list[_Leukocyte], arrow_probability: float) -> SynthField:
+            leukocytes: list[_Leukocyte], arrow_probability: float,
+            red_cell_um: Range) -> SynthField:
     stain = sample_stain(rng)
-    od = _red_cells(rng, height, width, um_per_px)[..., None] * stain.od["hb"]
+    od = _red_cells(rng, height, width, um_per_px, red_cell_um)[..., None] * stain.od["hb"]
     _platelets(rng, od, um_per_px, stain.od["nucleus"])
     parts = np.zeros((height, width), np.uint8)
     instances = np.zeros((height, width), np.int32)
@@ -277,11 +279,13 @@ def _place(rng: np.random.Generator, height: int, width: int, diameters: list[fl
 
 
 def generate_field(rng: np.random.Generator, height: int, width: int, um_per_px: float,
-                   blast_fraction: float = 0.5, n_leukocytes: int | None = None) -> SynthField:
+                   blast_fraction: float = 0.5, n_leukocytes: int | None = None,
+                   red_cell_um: Range = RED_CELL_UM) -> SynthField:
     """A smear field; ``blast_fraction`` 0 gives a healthy image, > 0 at least one blast.
 
     Without ``n_leukocytes`` the count is 2..8 per ``REFERENCE_AREA_UM2`` of smear (at
-    least 1). Leukocytes that find no free spot are left out.
+    least 1). Leukocytes that find no free spot are left out. ``red_cell_um`` is the range
+    of the red cells' stained diameters; their number does not depend on it.
     """
     if n_leukocytes is None:
         area = height * width * um_per_px**2 / REFERENCE_AREA_UM2
@@ -291,11 +295,11 @@ def generate_field(rng: np.random.Generator, height: int, width: int, um_per_px:
     centres = _place(rng, height, width, diameters)
     leukocytes = [_Leukocyte(t, c, d) for t, c, d in zip(types, centres, diameters, strict=True)
                   if c is not None]
-    return _render(rng, height, width, um_per_px, leukocytes, ARROW_PROBABILITY)
+    return _render(rng, height, width, um_per_px, leukocytes, ARROW_PROBABILITY, red_cell_um)
 
 
 def generate_crop(rng: np.random.Generator, size: int = 257, cell_type: str = BLAST,
-                  um_per_px: float = 0.08) -> SynthField:
+                  um_per_px: float = 0.08, red_cell_um: Range = RED_CELL_UM) -> SynthField:
     """A square crop with one leukocyte of ``cell_type`` centred (id 1), as in ALL-IDB2.
 
     Red cells lie around it; sometimes a second leukocyte pokes in at the border. That
@@ -313,4 +317,4 @@ def generate_crop(rng: np.random.Generator, size: int = 257, cell_type: str = BL
         dist = (diameter + other_d) / 2 * rng.uniform(1.05, 1.3)
         leukocytes.append(_Leukocyte(other, (centre[0] + dist * np.cos(angle),
                                              centre[1] + dist * np.sin(angle)), other_d, False))
-    return _render(rng, size, size, um_per_px, leukocytes, 0.0)
+    return _render(rng, size, size, um_per_px, leukocytes, 0.0, red_cell_um)

@@ -36,6 +36,16 @@ class SynthSource(_Strict):
     n: int = Field(10, ge=1, le=100_000)
     seed: int = 0
     um_per_px: float | tuple[float, float] | None = None
+    #: The red cells' stained diameters (µm), sampled per cell; by default those of real
+    #: photos (``allseg.synth.cells.RED_CELL_UM``). Their number does not change with it.
+    red_cell_um: tuple[float, float] | None = None
+
+    @model_validator(mode="after")
+    def _red_cells_in_order(self) -> SynthSource:
+        if self.red_cell_um is not None and not 0 < self.red_cell_um[0] <= self.red_cell_um[1]:
+            raise ValueError(f"red_cell_um must be [low, high] with 0 < low <= high, "
+                             f"got {list(self.red_cell_um)}")
+        return self
 
 
 class DataSource(_Strict):

@@ -68,10 +68,14 @@ def source_folder(source: DataSource, run_dir: Path) -> Path:
     from allseg.synth import write_dataset
 
     s = source.synth
-    folder = run_dir / "data" / f"synth_{s.layout}_n{s.n}_seed{s.seed}"
+    name = f"synth_{s.layout}_n{s.n}_seed{s.seed}"
+    if s.red_cell_um is not None:  # another draw than the default: never reuse its folder
+        name += "_red{:g}-{:g}um".format(*s.red_cell_um)
+    folder = run_dir / "data" / name
     done = folder / ".complete"
     if not done.exists():
-        write_dataset(s.layout, folder, n=s.n, seed=s.seed, um_per_px=s.um_per_px, progress=True)
+        write_dataset(s.layout, folder, n=s.n, seed=s.seed, um_per_px=s.um_per_px, progress=True,
+                      red_cell_um=s.red_cell_um)
         done.touch()
     return folder
 
