@@ -179,5 +179,5 @@ def test_a_recipe_with_other_red_cells_gets_a_folder_of_its_own(tmp_path):
     assert plain != bigger and bigger.name.endswith("_red8-8um")
     images = [_read(folder / "images" / "synth_0001.png") for folder in (plain, bigger)]
     assert not np.array_equal(*images)
-    with pytest.raises(ValueError, match="red_cell_um"):
+    with pytest.raises(ValueError, match="red_cell_um must be .* got 7 and 5"):
         SynthSource(red_cell_um=(7.0, 5.0))

@@ -43,8 +43,9 @@ class SynthSource(_Strict):
     @model_validator(mode="after")
     def _red_cells_in_order(self) -> SynthSource:
         if self.red_cell_um is not None and not 0 < self.red_cell_um[0] <= self.red_cell_um[1]:
-            raise ValueError(f"red_cell_um must be [low, high] with 0 < low <= high, "
-                             f"got {list(self.red_cell_um)}")
+            raise ValueError("red_cell_um must be two diameters in µm, low then high, with "
+                             f"0 < low <= high; got {self.red_cell_um[0]:g} and "
+                             f"{self.red_cell_um[1]:g}")
         return self
 
 
