@@ -58,6 +58,15 @@ def test_bad_arguments_say_what_is_wrong(args: list[str], message: str) -> None:
     assert message in result.output
 
 
+def test_error_messages_keep_their_brackets(tmp_path: Path) -> None:
+    """A message's "[[data]]" or "[k, i]" is text: rich must not take it for markup."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[[data]]\npath = "x"\nsynth = { layout = "masks" }\n', encoding="utf-8")
+    result = runner.invoke(app, ["train", "--config", str(recipe), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2
+    assert "each [[data]] entry needs exactly one of 'path' or 'synth'" in result.output
+
+
 def test_predict_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2

@@ -316,12 +316,14 @@ def _toml_literal(value: object) -> str:
 
 def _or_exit(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary
     """Run ``fn``; print allseg's own errors as one clear line and exit 2."""
+    from rich.markup import escape
+
     from allseg.errors import AllsegError
 
     try:
         return fn(*args, **kwargs)
-    except AllsegError as exc:
-        err.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+    except AllsegError as exc:  # escaped: "[k, i]" in a message is text, not rich markup
+        err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
 
 
