@@ -169,7 +169,7 @@ def test_red_cell_size_is_a_knob_and_their_number_is_not(seed):
         red_cell_um=RED_CELL_UM).image.tobytes()
 
 
-def test_a_recipe_with_other_red_cells_gets_a_folder_of_its_own(tmp_path):
+def test_a_recipe_with_other_synthetic_settings_gets_a_folder_of_its_own(tmp_path):
     from allseg.training.config import DataSource, SynthSource
     from allseg.training.run import source_folder
 
@@ -177,6 +177,9 @@ def test_a_recipe_with_other_red_cells_gets_a_folder_of_its_own(tmp_path):
     bigger = source_folder(DataSource(synth=SynthSource(layout="masks", n=1, seed=2,
                                                         red_cell_um=(8.0, 8.0))), tmp_path)
     assert plain != bigger and bigger.name.endswith("_red8-8um")
+    finer = source_folder(DataSource(synth=SynthSource(layout="masks", n=1, seed=2,
+                                                       um_per_px=(0.1, 0.12))), tmp_path)
+    assert finer.name.endswith("_px0.1-0.12") and (finer / "images" / "synth_0001.png").is_file()
     images = [_read(folder / "images" / "synth_0001.png") for folder in (plain, bigger)]
     assert not np.array_equal(*images)
     with pytest.raises(ValueError, match="red_cell_um must be .* got 7 and 5"):

@@ -69,7 +69,11 @@ def source_folder(source: DataSource, run_dir: Path) -> Path:
 
     s = source.synth
     name = f"synth_{s.layout}_n{s.n}_seed{s.seed}"
-    if s.red_cell_um is not None:  # another draw than the default: never reuse its folder
+    # another draw than the default gets a folder of its own: a folder is never redrawn
+    if s.um_per_px is not None:
+        scales = s.um_per_px if isinstance(s.um_per_px, tuple) else (s.um_per_px,)
+        name += "_px" + "-".join(f"{v:g}" for v in scales)
+    if s.red_cell_um is not None:
         name += "_red{:g}-{:g}um".format(*s.red_cell_um)
     folder = run_dir / "data" / name
     done = folder / ".complete"
