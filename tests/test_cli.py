@@ -67,6 +67,13 @@ def test_error_messages_keep_their_brackets(tmp_path: Path) -> None:
     assert "each [[data]] entry needs exactly one of 'path' or 'synth'" in result.output
 
 
+def test_printed_paths_keep_their_brackets(tmp_path: Path) -> None:
+    out_dir = tmp_path / "smears[a]"
+    result = runner.invoke(app, ["synth", "--layout", "masks", "--n", "1", "--out", str(out_dir)])
+    assert result.exit_code == 0, result.output
+    assert "smears[a]" in result.output.replace("\n", "")
+
+
 def test_predict_empty_folder_is_a_clear_error(tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", str(tmp_path), "--out", str(tmp_path / "o")])
     assert result.exit_code == 2

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from allseg import DISCLAIMER, __version__
 
@@ -65,7 +66,7 @@ def synth(
         lo, hi = default_um_per_px(layout)
         scale = (lo / magnification, hi / magnification)
     paths = write_dataset(layout, out_dir, n=n, seed=seed, um_per_px=scale, progress=True)
-    out.print(f"wrote {len(paths)} {layout} images to {out_dir}")
+    out.print(f"wrote {len(paths)} {layout} images to {escape(str(out_dir))}")
 
 
 @app.command()
@@ -134,7 +135,7 @@ def train(
                          learning_curve_shares=shares)
     if "classifier" in cfg.stages():
         _print_classifier_figures(model_dir)
-    out.print(f"model written to [bold]{model_dir}[/bold]")
+    out.print(f"model written to [bold]{escape(str(model_dir))}[/bold]")
 
 
 def _print_classifier_figures(model_dir: Path) -> None:
@@ -150,7 +151,8 @@ def _print_classifier_figures(model_dir: Path) -> None:
         for cell_type, figures in report.get("blast_vs_type", {}).items():
             out.print("  " + describe(figures, f"blast vs {cell_type}: AUC"))
     if info.get("learning_curve"):
-        out.print(f"learning curve: {model_dir.parent / 'learning_curve.csv'} and .png")
+        curve = model_dir.parent / "learning_curve.csv"
+        out.print(f"learning curve: {escape(str(curve))} and .png")
 
 
 @app.command()
@@ -199,7 +201,7 @@ def predict(
                       cell_diameter_px=cell_diameter, skip_existing=skip_existing,
                       formats=fmt or ())
     out.print(f"{len(writer.images)} image(s) done, {len(writer.failures)} failed; "
-              f"outputs in [bold]{out_dir}[/bold]")
+              f"outputs in [bold]{escape(str(out_dir))}[/bold]")
     if writer.failures:
         raise typer.Exit(1)
 
@@ -248,7 +250,8 @@ def evaluate(
     if (cells := metrics["metrics"].get("cell_level")) and cells["cells"]:
         out.print(f"cell level: {cells['blast_calls']} of {cells['cells']} cells called blasts "
                   f"({cells['blast_call_rate']:.2%}), ECE {cells['calibration']['ece']:.3f}")
-    out.print(f"written to [bold]{out_dir}[/bold]: metrics.json, per_image.csv, report.html")
+    out.print(f"written to [bold]{escape(str(out_dir))}[/bold]: metrics.json, per_image.csv, "
+              "report.html")
 
 
 @app.command()
@@ -269,7 +272,7 @@ def export(
         out.print(f"  {name}: max |onnx - torch| = {diff:.2e} (tolerance {report['tolerance']})")
     for name, value in report.get("int8", {}).items():
         out.print(f"  int8 segmenter {name.replace('_', ' ')}: {value:.4f}")
-    out.print(f"exported to [bold]{out_dir}[/bold]")
+    out.print(f"exported to [bold]{escape(str(out_dir))}[/bold]")
 
 
 def _check_backend(backend: str) -> None:
@@ -316,13 +319,11 @@ def _toml_literal(value: object) -> str:
 
 def _or_exit(fn, *args, **kwargs):  # noqa: ANN001, ANN202 - thin error boundary
     """Run ``fn``; print allseg's own errors as one clear line and exit 2."""
-    from rich.markup import escape
-
     from allseg.errors import AllsegError
 
     try:
         return fn(*args, **kwargs)
-    except AllsegError as exc:  # escaped: "[k, i]" in a message is text, not rich markup
+    except AllsegError as exc:  # escaped, as every path printed: "[k, i]" is text, not markup
         err.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from None
 
