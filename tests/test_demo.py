@@ -13,7 +13,8 @@ from allseg.demo import DEMO_FIELDS, bundled_samples, run_demo
 
 def test_demo_predicts_every_input_and_prints_a_table(tmp_path: Path) -> None:
     buffer = io.StringIO()
-    pred_dir = run_demo(tmp_path, Console(file=buffer, width=120))
+    out_dir = tmp_path / "demo[a]"  # brackets: the printed folder must not be read as markup
+    pred_dir = run_demo(out_dir, Console(file=buffer, width=400))
     printed = buffer.getvalue()
     summary = json.loads((pred_dir / "summary.json").read_text())
     assert summary["failures"] == []
@@ -22,6 +23,7 @@ def test_demo_predicts_every_input_and_prints_a_table(tmp_path: Path) -> None:
     for column in ("leukocytes", "blasts", "verdict", "seconds"):
         assert column in printed
     assert "Research use only" in printed
+    assert f"overlays: {pred_dir}/*_overlay.png" in printed
     # The bundled BCCD photos each hold one leukocyte.
     for sample in bundled_samples():
         found = json.loads((pred_dir / f"{sample.stem}.json").read_text())

@@ -6,6 +6,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from allseg import DISCLAIMER
@@ -46,7 +47,8 @@ def run_demo(out_dir: str | Path, console: Console | None = None) -> Path:
                       str(row["blast_count"]), row["verdict"], f"{row['seconds']:.2f}")
     console.print(table)
     for failure in writer.failures:
-        console.print(f"[red]failed[/red] {failure.image}: {failure.error}")
-    console.print(f"overlays: {pred_dir}/*_overlay.png  (per-cell numbers in {pred_dir}/cells.csv)")
+        console.print(f"[red]failed[/red] {escape(f'{failure.image}: {failure.error}')}")
+    shown = escape(str(pred_dir))  # a folder named like "demo[a]" is text, not markup
+    console.print(f"overlays: {shown}/*_overlay.png  (per-cell numbers in {shown}/cells.csv)")
     console.print(f"[yellow]{DISCLAIMER}[/yellow]")
     return pred_dir
