@@ -56,8 +56,8 @@ def red_cell_scale(boxes: np.ndarray, shape: tuple[int, int]) -> float | None:
 
     Where fewer than three boxes are whole (a crop at 100x, where most red cells touch the
     border), the uncut sides of border-cut boxes (:func:`cut_box_sides`) join them: on
-    TXL-PBC photos with enough of both, those sides read the scale of the whole boxes to a
-    median 0.2% (5th-95th percentile 0.87-1.12x).
+    TXL-PBC photos with enough of both, those sides alone read 0.98-1.00x the whole boxes'
+    scale in median per source (5th-95th percentile 0.87-1.13x).
 
     >>> boxes = np.array([[10, 10, 85, 85], [100, 10, 175, 85], [10, 100, 85, 175]])
     >>> red_cell_scale(boxes, (300, 300))
