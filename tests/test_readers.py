@@ -331,7 +331,7 @@ def test_real_txl_crops_with_red_cells_cut_by_the_border_keep_a_ruler() -> None:
     """At 100x most red cells of a Raabin crop touch the border: their uncut sides measure it
     (before, 53 of 350 crops had no ruler and were trained at a guess up to 2.5x off), and
     on photos with enough whole boxes too, those sides read the same scale."""
-    from allseg.data.ruler import cut_box_sides, red_cell_scale, whole_boxes
+    from allseg.data.ruler import RBC_DIAMETER_UM, cut_box_sides, red_cell_scale, whole_boxes
 
     dataset = open_dataset(shared("txl_pbc", "train"), "yolo", weak_labels=False)
     raabin = [i for i, p in enumerate(dataset.items) if p.stem.startswith("raabin_")]
@@ -342,7 +342,8 @@ def test_real_txl_crops_with_red_cells_cut_by_the_border_keep_a_ruler() -> None:
         few_whole += len(whole_boxes(boxes, shape)) < 3
         without_scale += record.um_per_px is None
         sides = cut_box_sides(boxes, shape)
-        if len(sides) >= 3 and len(whole_boxes(boxes, shape)) >= 3:
-            ratios.append(red_cell_scale(boxes, shape) * float(np.median(sides)) / 7.5)
+        if len(sides) >= 3 and len(whole_boxes(boxes, shape)) >= 3:  # both rulers: compare
+            cut_sides_scale = RBC_DIAMETER_UM / float(np.median(sides))
+            ratios.append(cut_sides_scale / red_cell_scale(boxes, shape))
     assert few_whole >= 10 and without_scale <= 1
     assert len(ratios) >= 50 and abs(np.median(ratios) - 1) < 0.03
