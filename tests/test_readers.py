@@ -329,7 +329,7 @@ def test_synthetic_mask_folder_keeps_blast_labels_and_scale(tmp_path: Path) -> N
 
 def test_real_txl_crops_with_red_cells_cut_by_the_border_keep_a_ruler() -> None:
     """At 100x most red cells of a Raabin crop touch the border: their uncut sides measure it
-    (before, 53 of 350 crops had no ruler and were trained at a guess up to 2.5x off), and
+    (before, 53 of 350 crops had no ruler and were trained at a guess up to 2.7x off), and
     on photos with enough whole boxes too, those sides read the same scale."""
     from allseg.data.ruler import RBC_DIAMETER_UM, cut_box_sides, red_cell_scale, whole_boxes
 
