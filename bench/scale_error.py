@@ -1,6 +1,7 @@
 """Scale estimate against the truth on every real set, and on resized copies.
 
-Truth: the median side of whole red-cell boxes = 7.5 µm (BCCD, TXL-PBC), or the known
+Truth: the median side of whole red-cell boxes = 7.5 µm (BCCD, TXL-PBC; with the uncut
+sides of border-cut boxes where fewer than three are whole: ``allseg.data.ruler``), or the known
 scale (Zheng Dataset 1, 0.17 µm/px from its neutrophils). Each image is also resized by
 every factor of ``--factors`` (its true scale divides by the factor), after its brightness
 is multiplied by ``--gain`` (a darker camera below 1; the scale is unchanged). Writes
