@@ -5,8 +5,6 @@ Run with ``pytest -s`` to see the measured figures.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from skimage.draw import disk
@@ -62,14 +60,60 @@ def test_mask_in_box_and_points() -> None:
     assert label_cells_by_points(cells, np.array([[100, 135]]), radius=10)[0][1] == BLAST
 
 
-def test_weak_labels_against_synthetic_ground_truth(tmp_path: Path) -> None:
-    synth = pytest.importorskip("allseg.synth")
-    if not hasattr(synth, "write_dataset"):
-        pytest.skip("allseg.synth.write_dataset is not written yet")
-    synth.write_dataset("allidb1", tmp_path, 4, 0)
-    exact = open_dataset(tmp_path)
+def test_mask_in_box_keeps_pale_cytoplasm_that_fills_its_box() -> None:
+    """A 100x crop (TXL-PBC Raabin's colours): the pale cytoplasm is the brightest tenth
+    of the tight box, so the slide's colour must come from outside it (a threshold fitted
+    inside the box kept little more than the nucleus: cell Dice 0.35)."""
+    rng = np.random.default_rng(1)
+    h = w = 400
+    img = np.full((h, w, 3), (205, 185, 176), np.float64)
+    for y, x in ((75, 75), (75, 325), (325, 75), (325, 325)):  # red cells in the box's corners
+        img[disk((y, x), 65, shape=(h, w))] = (120, 84, 122)
+    cell = np.zeros((h, w), bool)
+    cell[disk((200, 200), 120, shape=(h, w))] = True
+    nucleus = np.zeros((h, w), bool)
+    nucleus[disk((190, 200), 55, shape=(h, w))] = True
+    img[cell], img[nucleus] = (180, 140, 150), (60, 15, 100)
+    img = np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+    parts, found = mask_in_box(img, np.array([80, 80, 320, 320]))
+    assert dice(found, cell) > 0.95
+    assert dice(parts == NUCLEUS, nucleus) > 0.95
+
+
+@pytest.fixture(scope="module")
+def synthetic_fields(tmp_path_factory: pytest.TempPathFactory) -> list:
+    """Four synthetic ALL-IDB1 fields with their exact masks (seed 0)."""
+    from allseg.synth import write_dataset
+
+    folder = tmp_path_factory.mktemp("synth")
+    write_dataset("allidb1", folder, 4, 0)
+    return list(open_dataset(folder).iter_records())
+
+
+def test_box_masks_against_synthetic_ground_truth(synthetic_fields: list) -> None:
+    """Each exact cell's bounding box, as a dataset of boxes gives it, yields a weak mask
+    close to the cell's exact outline."""
+    nucleus, whole = [], []
+    for rec in synthetic_fields:
+        for k in np.unique(rec.instances[rec.instances > 0]):
+            cell = rec.instances == k
+            ys, xs = np.nonzero(cell)
+            parts, found = mask_in_box(rec.image, np.array([xs.min(), ys.min(),
+                                                            xs.max() + 1, ys.max() + 1]))
+            nucleus.append(dice(parts == NUCLEUS, (rec.parts == NUCLEUS) & cell))
+            whole.append(dice(found, cell))
+    print(f"\nbox masks vs synthetic truth ({len(whole)} cells): nucleus Dice "
+          f"{np.mean(nucleus):.3f}, whole-cell Dice {np.mean(whole):.3f} (10th pct "
+          f"{np.percentile(whole, 10):.3f})")
+    # Measured: nucleus 0.967, whole cell 0.971, 10th percentile 0.958 (with the slide
+    # threshold fitted inside the box, as before: whole cell 0.909, 10th percentile 0.671).
+    assert np.mean(nucleus) > 0.9
+    assert np.mean(whole) > 0.93 and np.percentile(whole, 10) > 0.9
+
+
+def test_weak_labels_against_synthetic_ground_truth(synthetic_fields: list) -> None:
     nucleus, whole, matched, total = [], [], 0, 0
-    for rec in exact.iter_records():
+    for rec in synthetic_fields:
         assert not rec.weak and rec.parts is not None
         parts, instances = leukocyte_masks_from_stain(rec.image, rec.points)
         nucleus.append(dice(parts == NUCLEUS, rec.parts == NUCLEUS))
