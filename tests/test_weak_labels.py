@@ -11,7 +11,12 @@ from skimage.draw import disk
 
 from allseg.data.readers import open_dataset
 from allseg.data.record import BLAST, LEUKOCYTE, NUCLEUS
-from allseg.data.weak_labels import label_cells_by_points, leukocyte_masks_from_stain, mask_in_box
+from allseg.data.weak_labels import (
+    label_cells_by_points,
+    leukocyte_masks_from_stain,
+    mask_in_box,
+    red_cell_area,
+)
 
 #: (y, x) of drawn leukocytes; the last two touch.
 CELLS = ((100, 100), (300, 120), (200, 350), (110, 400), (168, 400))
@@ -78,6 +83,22 @@ def test_mask_in_box_keeps_pale_cytoplasm_that_fills_its_box() -> None:
     parts, found = mask_in_box(img, np.array([80, 80, 320, 320]))
     assert dice(found, cell) > 0.95
     assert dice(parts == NUCLEUS, nucleus) > 0.95
+
+
+def test_mask_in_box_leaves_out_boxed_red_cells() -> None:
+    """A red cell lying over the edge of a leukocyte is inside the leukocyte's box
+    ellipse and off the slide's colour; its own box keeps it out of the weak cell."""
+    image, cells, nuclei = drawn_smear()
+    red = np.zeros(cells.shape, bool)
+    red[disk((100, 128), 18, shape=cells.shape)] = True
+    image[red] = (222, 150, 160)
+    leukocyte_box, red_box = np.array([70, 70, 130, 130]), np.array([[109, 81, 147, 119]])
+    _, unaware = mask_in_box(image, leukocyte_box)
+    parts, cell = mask_in_box(image, leukocyte_box, red_cell_area(red_box, cells.shape))
+    assert (unaware & red).sum() > 200  # without the red cell's box it is taken for cytoplasm
+    assert (cell & red).sum() == 0
+    assert dice(cell, (cells == 1) & ~red) > 0.95
+    assert dice(parts == NUCLEUS, nuclei & (cells == 1) & ~red) > 0.9
 
 
 @pytest.fixture(scope="module")

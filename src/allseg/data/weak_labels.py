@@ -56,6 +56,34 @@ def nucleus_score(image: np.ndarray) -> np.ndarray:
     return purple * (0.5 + dark)
 
 
+def _inscribed(box: tuple[float, float, float, float], top: int, left: int,
+               shape: tuple[int, int]) -> np.ndarray:
+    """Pixels of the window at ``(top, left)`` of ``shape`` inside the box's inscribed ellipse."""
+    x0, y0, x1, y1 = box
+    yy, xx = np.mgrid[top:top + shape[0], left:left + shape[1]]
+    return (((xx + 0.5 - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2
+            + ((yy + 0.5 - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2) <= 1
+
+
+def red_cell_area(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Pixels inside the inscribed ellipse of any red-cell box (x0, y0, x1, y1 rows).
+
+    >>> red_cell_area(np.array([[0, 0, 5, 3]]), (4, 6)).astype(int)
+    array([[0, 1, 1, 1, 0, 0],
+           [1, 1, 1, 1, 1, 0],
+           [0, 1, 1, 1, 0, 0],
+           [0, 0, 0, 0, 0, 0]])
+    """
+    h, w = shape
+    area = np.zeros(shape, bool)
+    for box in np.asarray(boxes, float).reshape(-1, 4):
+        x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+        x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+        if x1 > x0 and y1 > y0 and box[2] > box[0] and box[3] > box[1]:
+            area[y0:y1, x0:x1] |= _inscribed(tuple(box), y0, x0, (y1 - y0, x1 - x0))
+    return area
+
+
 def _slide_colour(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
     """RGB of the empty slide next to a leukocyte box: the median of the brightest fifth
     of a ring around the box's inscribed ellipse (the whole image when no ring is left).
@@ -69,9 +97,7 @@ def _slide_colour(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
     pad = max(8, (max(x1 - x0, y1 - y0) + 3) // 4)
     top, left = max(0, y0 - pad), max(0, x0 - pad)
     window = image[top:min(h, y1 + pad), left:min(w, x1 + pad)]
-    yy, xx = np.mgrid[top:top + window.shape[0], left:left + window.shape[1]]
-    ring = (((xx + 0.5 - (x0 + x1) / 2) / ((x1 - x0) / 2)) ** 2
-            + ((yy + 0.5 - (y0 + y1) / 2) / ((y1 - y0) / 2)) ** 2) > 1
+    ring = ~_inscribed(box, top, left, window.shape[:2])
     pixels = window[ring] if ring.sum() >= 16 else image.reshape(-1, 3)
     pixels = pixels.astype(np.float32)
     brightness = pixels.mean(axis=1)
@@ -313,12 +339,15 @@ def _drop_small(instances: np.ndarray, min_area: float) -> np.ndarray:
     return lut[instances]
 
 
-def mask_in_box(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def mask_in_box(image: np.ndarray, box: np.ndarray,
+                red_cells: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Return full-size ``(parts, cell)`` for the one leukocyte inside ``box`` (x0, y0, x1, y1).
 
     The box is known to hold a leukocyte, so the nucleus threshold is fitted inside it
     and the slide's colour just outside it; when the stain gives nothing the inscribed
-    ellipse stands in.
+    ellipse stands in. ``red_cells`` (a full-size mask, from the dataset's red-cell
+    boxes) marks pixels that are never cytoplasm: red cells touching the leukocyte
+    would otherwise teach the segmenter that red is cytoplasm.
     """
     h, w = image.shape[:2]
     x0, y0, x1, y1 = (int(round(v)) for v in box)
@@ -330,8 +359,7 @@ def mask_in_box(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndar
     crop = image[y0:y1, x0:x1]
     slide = _slide_colour(image, (x0, y0, x1, y1))
     bh, bw = crop.shape[:2]
-    yy, xx = np.mgrid[0:bh, 0:bw]
-    ellipse = ((xx + 0.5 - bw / 2) / (bw / 2)) ** 2 + ((yy + 0.5 - bh / 2) / (bh / 2)) ** 2 <= 1
+    ellipse = _inscribed((x0, y0, x1, y1), y0, x0, (bh, bw))
     nucleus = nucleus_mask(crop, within=ellipse)
     nucleus = _remove_small(nucleus, 0.02 * bh * bw)
     if not nucleus.any():
@@ -340,8 +368,10 @@ def mask_in_box(image: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndar
         return parts, cell
     # The cell is every pixel off the slide's colour, pink included: neutrophil cytoplasm
     # is pink too (Zheng cell Dice 0.60 with pink excluded, 0.98 without), and the
-    # ellipse already keeps red cells out.
+    # ellipse keeps most red cells out (the red-cell boxes, when given, the rest).
     stained = np.linalg.norm(crop.astype(np.float32) - slide, axis=2) > BACKGROUND_DISTANCE
+    if red_cells is not None:
+        stained &= ~red_cells[y0:y1, x0:x1]
     region = ellipse & (stained | nucleus)
     region = _morph(region, cv2.MORPH_OPEN, min(bh, bw) / 40)
     labels = measure.label(region | nucleus)

@@ -15,7 +15,7 @@ from skimage import measure
 
 from allseg.data.record import BLAST, LEUKOCYTE, Record
 from allseg.data.ruler import red_cell_scale
-from allseg.data.weak_labels import mask_in_box
+from allseg.data.weak_labels import mask_in_box, red_cell_area
 from allseg.errors import InputError
 from allseg.io.images import is_image_file, read_mask
 
@@ -199,8 +199,11 @@ def box_record(dataset: Dataset, source: Path, image: np.ndarray, boxes: np.ndar
         return record
     parts = np.zeros(image.shape[:2], np.uint8)
     instances = np.zeros(image.shape[:2], np.int32)
+    red_cells = None
+    if record.red_cell_boxes is not None and len(record.red_cell_boxes):
+        red_cells = red_cell_area(record.red_cell_boxes, image.shape[:2])
     for k, box in enumerate(boxes, start=1):
-        box_parts, cell = mask_in_box(image, box)
+        box_parts, cell = mask_in_box(image, box, red_cells)
         free = cell & (instances == 0)
         instances[free] = k
         parts[free] = box_parts[free]
