@@ -66,7 +66,8 @@ def _inscribed(box: tuple[float, float, float, float], top: int, left: int,
 
 
 def red_cell_area(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Pixels inside the inscribed ellipse of any red-cell box (x0, y0, x1, y1 rows).
+    """Pixels inside the inscribed ellipse of any red-cell box (x0, y0, x1, y1 rows;
+    boxes with a NaN coordinate or no area are skipped).
 
     >>> red_cell_area(np.array([[0, 0, 5, 3]]), (4, 6)).astype(int)
     array([[0, 1, 1, 1, 0, 0],
@@ -76,7 +77,8 @@ def red_cell_area(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """
     h, w = shape
     area = np.zeros(shape, bool)
-    for box in np.asarray(boxes, float).reshape(-1, 4):
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    for box in boxes[np.isfinite(boxes).all(axis=1)]:
         x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
         x1, y1 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
         if x1 > x0 and y1 > y0 and box[2] > box[0] and box[3] > box[1]:
