@@ -359,7 +359,6 @@ def mask_in_box(image: np.ndarray, box: np.ndarray,
     if x1 <= x0 or y1 <= y0:
         return parts, cell
     crop = image[y0:y1, x0:x1]
-    slide = _slide_colour(image, (x0, y0, x1, y1))
     bh, bw = crop.shape[:2]
     ellipse = _inscribed((x0, y0, x1, y1), y0, x0, (bh, bw))
     nucleus = nucleus_mask(crop, within=ellipse)
@@ -371,6 +370,7 @@ def mask_in_box(image: np.ndarray, box: np.ndarray,
     # The cell is every pixel off the slide's colour, pink included: neutrophil cytoplasm
     # is pink too (Zheng cell Dice 0.60 with pink excluded, 0.98 without), and the
     # ellipse keeps most red cells out (the red-cell boxes, when given, the rest).
+    slide = _slide_colour(image, (x0, y0, x1, y1))
     stained = np.linalg.norm(crop.astype(np.float32) - slide, axis=2) > BACKGROUND_DISTANCE
     if red_cells is not None:
         stained &= ~red_cells[y0:y1, x0:x1]
