@@ -313,9 +313,9 @@ def test_real_bccd_weak_cells_leave_out_boxed_red_cells() -> None:
     cytoplasm = in_red_cells = 0
     for i in range(0, len(trainval), 8):
         rec = trainval[i]
-        cells = rec.parts == CYTOPLASM
-        cytoplasm += cells.sum()
-        in_red_cells += (cells & red_cell_area(rec.red_cell_boxes, cells.shape)).sum()
+        weak_cytoplasm = rec.parts == CYTOPLASM
+        cytoplasm += weak_cytoplasm.sum()
+        in_red_cells += (weak_cytoplasm & red_cell_area(rec.red_cell_boxes, rec.shape)).sum()
     assert cytoplasm > 0 and in_red_cells / cytoplasm < 0.002
 
 

@@ -92,7 +92,9 @@ def _slide_colour(image: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarr
 
     Taken outside the cell because a tight box is mostly cell: at 100x the brightest
     decile inside the box is pale cytoplasm, and a threshold fitted there called it slide
-    (weak cell masks shrank to the nucleus on TXL-PBC's Raabin crops).
+    (weak cell masks shrank to the nucleus on TXL-PBC's Raabin crops). The scale
+    estimate's slide colour (``allseg.inference.scale``) cannot stand in: it samples the
+    whole image or windows smaller than a 100x leukocyte, so it lands on the same cytoplasm.
     """
     h, w = image.shape[:2]
     x0, y0, x1, y1 = box
