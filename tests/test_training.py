@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from allseg.errors import InputError
 from allseg.models import load_model_folder
@@ -249,3 +250,31 @@ def test_red_cells_take_the_nuclei_hue_and_leukocytes_keep_theirs() -> None:
            for x in (image[14, 14], out[14, 14], image[48, 48])]
     before, after = (np.linalg.norm(x - lab[2]) for x in lab[:2])
     assert after < 0.6 * before  # at least 40% of the way to the nucleus's hue
+
+
+def test_dark_background_windows_show_red_cell_clumps() -> None:
+    """With ``dark_background`` every patch is centred on the darkest background: the
+    clump of overlapping red cells (where false leukocytes came from) is in view; without
+    it most patches are centred on the leukocyte, far from the clump."""
+    from allseg.training.datasets import SegPatchDataset
+    from allseg.training.samples import SegSample
+
+    image = np.full((400, 400, 3), (235, 225, 225), np.uint8)  # the slide
+    image[250:310, 250:310] = (120, 40, 60)  # overlapping red cells: dark, background
+    image[20:50, 20:50] = (90, 60, 150)  # a leukocyte nucleus, far from them
+    classes = np.zeros((400, 400), np.uint8)
+    classes[20:50, 20:50] = 2
+    sample = SegSample("field", image, classes, np.zeros((400, 400), np.float32))
+
+    def clump_in_view(dark_background: float) -> int:
+        dataset = SegPatchDataset([sample], patch_size=96, length=30, seed=0,
+                                  dark_background=dark_background)
+        torch.manual_seed(0)
+        items = [dataset[i] for i in range(len(dataset))]
+        # Something dark and no nucleus: the clump (no window reaches both).
+        greys = [item["image"].mean(dim=0) for item in items]
+        return sum(bool(g.min() < 0.6 * g.max() and not (item["classes"] == 2).any())
+                   for g, item in zip(greys, items, strict=True))
+
+    assert clump_in_view(1.0) == 30
+    assert clump_in_view(0.0) <= 12, clump_in_view(0.0)

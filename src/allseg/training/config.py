@@ -144,6 +144,9 @@ class SegmenterConfig(StageConfig):
     #: Share of training patches whose red cells get the nuclei's hue
     #: (:func:`allseg.training.augment.stain_red_cells_like_nuclei`).
     purple_red_cells: float = Field(0.0, ge=0, le=1)
+    #: Share of training patches centred on a sample's darkest background pixels, where
+    #: red cells overlap (:func:`allseg.training.datasets.dark_background_pixels`).
+    dark_background: float = Field(0.0, ge=0, le=1)
 
 
 class ClassifierConfig(StageConfig):

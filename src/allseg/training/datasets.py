@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -12,7 +13,7 @@ from allseg.training.augment import (
     segmentation_augment,
     stain_red_cells_like_nuclei,
 )
-from allseg.training.samples import IGNORE, CellSample, SegSample
+from allseg.training.samples import CLASS_BACKGROUND, IGNORE, CellSample, SegSample
 
 
 def _to_chw(image: np.ndarray) -> torch.Tensor:
@@ -25,26 +26,75 @@ def _item_rng() -> np.random.Generator:
     return np.random.default_rng(int(torch.randint(0, 2**31 - 1, ()).item()))
 
 
+#: Share of a sample's labelled background pixels that count as its darkest.
+DARK_SHARE = 0.02
+#: Side (canonical pixels, ~12 µm: wider than a red cell) of the window whose brightest
+#: pixel stands for the slide around a pixel.
+SLIDE_WINDOW = 41
+#: At most this many darkest pixels are kept per sample (window centres are drawn from them).
+MAX_DARK_PIXELS = 4096
+
+
+def dark_background_pixels(sample: SegSample, rng: np.random.Generator) -> np.ndarray:
+    """Flat indices of the sample's darkest background pixels (its darkest 2%).
+
+    Where red cells overlap in a crowded smear they are darker than any single red cell
+    and nearly as dark as a nucleus: the segmenter took such clumps for small leukocytes.
+    Windows centred on these pixels show it that they are background.
+
+    >>> classes = np.zeros((10, 10), np.uint8); classes[:5] = 2  # a nucleus on top
+    >>> image = np.full((10, 10, 3), 230, np.uint8); image[:5] = 60; image[7, 7] = 90
+    >>> s = SegSample("x", image, classes, np.zeros((10, 10), np.float32))
+    >>> dark_background_pixels(s, np.random.default_rng(0)).tolist()  # not the nucleus
+    [77]
+    """
+    grey = sample.image.astype(np.float32).mean(axis=2)
+    # Relative to the brightest pixel nearby (the slide): uneven lighting does not decide.
+    slide = cv2.dilate(grey, np.ones((SLIDE_WINDOW, SLIDE_WINDOW), np.uint8))
+    darkness = (grey / np.maximum(slide, 1.0)).ravel()
+    background = np.flatnonzero(sample.classes.ravel() == CLASS_BACKGROUND)
+    if len(background) == 0:
+        return background
+    n = max(1, round(len(background) * DARK_SHARE))
+    darkest = background[np.argpartition(darkness[background], n - 1)[:n]]
+    if len(darkest) > MAX_DARK_PIXELS:
+        darkest = rng.choice(darkest, MAX_DARK_PIXELS, replace=False)
+    return darkest
+
+
 class SegPatchDataset(Dataset):
-    """Random augmented patches; most are centred near a leukocyte so cells are not rare."""
+    """Random augmented patches; most are centred near a leukocyte so cells are not rare,
+    a ``dark_background`` share on the darkest background (red-cell clumps)."""
 
     def __init__(self, samples: list[SegSample], patch_size: int, length: int, seed: int,
-                 purple_red_cells: float = 0.0) -> None:
+                 purple_red_cells: float = 0.0, dark_background: float = 0.0) -> None:
         self.samples = samples
         self.patch_size = patch_size
         self.length = length
         self.augment = segmentation_augment(patch_size, seed)
         self.purple_red_cells = purple_red_cells
+        self.dark_background = dark_background
+        self.dark_pixels: list[np.ndarray] = []
+        if dark_background > 0:
+            rng, by_sample = np.random.default_rng(seed), {}
+            for s in samples:  # a repeated sample is one object: computed once
+                if id(s) not in by_sample:
+                    by_sample[id(s)] = dark_background_pixels(s, rng)
+                self.dark_pixels.append(by_sample[id(s)])
 
     def __len__(self) -> int:
         return self.length
 
-    def _window(self, sample: SegSample, rng: np.random.Generator) -> tuple[slice, slice]:
+    def _window(self, index: int, rng: np.random.Generator) -> tuple[slice, slice]:
         """A window of twice the patch size (room for rotation), around a cell if possible."""
+        sample = self.samples[index]
         h, w = sample.classes.shape
         half = self.patch_size
         fg = np.flatnonzero((sample.classes > 0) & (sample.classes != IGNORE))
-        if len(fg) and rng.random() < 0.8:
+        dark = self.dark_pixels[index] if self.dark_pixels else fg[:0]
+        if len(dark) and rng.random() < self.dark_background:
+            cy, cx = divmod(int(dark[rng.integers(len(dark))]), w)
+        elif len(fg) and rng.random() < 0.8:
             cy, cx = divmod(int(fg[rng.integers(len(fg))]), w)
         else:
             cy, cx = int(rng.integers(h)), int(rng.integers(w))
@@ -53,8 +103,9 @@ class SegPatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = _item_rng()
-        sample = self.samples[int(rng.integers(len(self.samples)))]
-        ys, xs = self._window(sample, rng)
+        index = int(rng.integers(len(self.samples)))
+        sample = self.samples[index]
+        ys, xs = self._window(index, rng)
         image = sample.image[ys, xs]
         if rng.random() < self.purple_red_cells:
             image = stain_red_cells_like_nuclei(image, sample.classes[ys, xs], rng)

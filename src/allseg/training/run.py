@@ -175,7 +175,7 @@ def _loaders(stage: str, cfg: TrainConfig, data: StageData) -> tuple[DataLoader,
     workers = cfg.num_workers
     if stage == "segmenter":
         train_ds = SegPatchDataset(data.train, cfg.patch_size, st.steps_per_epoch * st.batch_size,
-                                   cfg.seed, st.purple_red_cells)
+                                   cfg.seed, st.purple_red_cells, st.dark_background)
         val_ds = SegImageDataset(data.val) if data.val else None
         val_bs = 1
     else:
