@@ -85,13 +85,15 @@ class SegPatchDataset(Dataset):
     def __len__(self) -> int:
         return self.length
 
-    def _window(self, index: int, rng: np.random.Generator) -> tuple[slice, slice]:
-        """A window of twice the patch size (room for rotation), around a cell if possible."""
-        sample = self.samples[index]
+    def _window(self, pick: int, rng: np.random.Generator) -> tuple[slice, slice]:
+        """A window of twice the patch size (room for rotation) in sample ``pick``: around
+        a dark background pixel (``dark_background`` of the time), else around a cell if
+        the sample has one (80%), else anywhere."""
+        sample = self.samples[pick]
         h, w = sample.classes.shape
         half = self.patch_size
         fg = np.flatnonzero((sample.classes > 0) & (sample.classes != IGNORE))
-        dark = self.dark_pixels[index] if self.dark_pixels else fg[:0]
+        dark = self.dark_pixels[pick] if self.dark_pixels else fg[:0]
         if len(dark) and rng.random() < self.dark_background:
             cy, cx = divmod(int(dark[rng.integers(len(dark))]), w)
         elif len(fg) and rng.random() < 0.8:
@@ -103,9 +105,9 @@ class SegPatchDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         rng = _item_rng()
-        index = int(rng.integers(len(self.samples)))
-        sample = self.samples[index]
-        ys, xs = self._window(index, rng)
+        pick = int(rng.integers(len(self.samples)))  # ``index`` is ignored: patches are random
+        sample = self.samples[pick]
+        ys, xs = self._window(pick, rng)
         image = sample.image[ys, xs]
         if rng.random() < self.purple_red_cells:
             image = stain_red_cells_like_nuclei(image, sample.classes[ys, xs], rng)
