@@ -93,7 +93,7 @@ class SegPatchDataset(Dataset):
         h, w = sample.classes.shape
         half = self.patch_size
         fg = np.flatnonzero((sample.classes > 0) & (sample.classes != IGNORE))
-        dark = self.dark_pixels[pick] if self.dark_pixels else fg[:0]
+        dark = self.dark_pixels[pick] if self.dark_pixels else ()  # option off
         if len(dark) and rng.random() < self.dark_background:
             cy, cx = divmod(int(dark[rng.integers(len(dark))]), w)
         elif len(fg) and rng.random() < 0.8:
